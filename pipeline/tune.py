@@ -1,0 +1,65 @@
+"""tune: Ray Tune search over model.depth, train.lr_g, train.lr_d with ASHA on FID.
+
+Reads params: data.*, model.*, train.*, tune.*, eval.features, tracking.*, ray.*.
+Writes the chosen point (best.json, read by train) and every trial (trials.csv, a plot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+from pathlib import Path
+
+from _common import stats_path, read_params, run, write_json
+from resgan import tracking
+from resgan.training.loop import FidRef
+from resgan.training.ray_train import init_ray, resolve_use_gpu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--prepared", default="outputs/prepare", help="prepare's output folder")
+    ap.add_argument("--out", default="outputs/tune", help="output folder")
+    args = ap.parse_args()
+    cfg = read_params()
+    from resgan.tuning import best_trial, run_search  # after validation: imports Ray Tune
+
+    init_ray()
+    use_gpu = resolve_use_gpu(cfg.train.use_gpu)
+    parent = tracking.start_run(cfg.tracking.experiment, "tune", params={
+        "tune": cfg.tune.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json"),
+        "model": cfg.model.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json")},
+        tags={"resgan.stage": "tune"})
+    fid_ref = FidRef(stats_path=stats_path(args.prepared, "classifier"), features="classifier",
+                     classifier_path=f"{args.prepared}/classifier.pt")
+    try:
+        rows = run_search(cfg, data_path=f"{args.prepared}/train.npz", fid_ref=fid_ref,
+                          use_gpu=use_gpu, parent_run_id=parent)
+        best = best_trial(rows)
+    except BaseException:
+        tracking.end_run(parent, "FAILED")
+        raise
+    c = tracking.client()
+    c.log_metric(parent, "best_fid", best.fid)
+    for key in ("depth", "lr_g", "lr_d"):
+        c.set_tag(parent, f"best.{key}", str(getattr(best, key)))
+    tracking.end_run(parent)
+
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    with open(f"{args.out}/trials.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[fl.name for fl in dataclasses.fields(rows[0])])
+        w.writeheader()
+        for r in sorted(rows, key=lambda r: (r.depth, r.trial_id)):
+            w.writerow(dataclasses.asdict(r))
+    write_json(f"{args.out}/best.json", {
+        "depth": best.depth, "lr_g": best.lr_g, "lr_d": best.lr_d, "fid": best.fid,
+        "trial_id": best.trial_id, "features": "classifier", "fid_samples": cfg.train.fid_samples,
+        "trials": len(rows), "failed": sum(r.status == "failed" for r in rows),
+        "stopped": sum(r.status == "stopped" for r in rows), "mlflow_run_id": parent})
+    print(f"tune: {len(rows)} trials; best depth={best.depth} lr_g={best.lr_g:.2e} "
+          f"lr_d={best.lr_d:.2e} fid={best.fid:.3f}")
+
+
+if __name__ == "__main__":
+    run(main)

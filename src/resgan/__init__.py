@@ -1,0 +1,3 @@
+"""resgan: a reproducible, distributed pipeline for residual GANs."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,155 @@
+"""Typed, validated configuration.
+
+Every stage validates the whole parameter document up front, before any Ray, MLflow
+or training work starts; an error names the key and what is allowed, in one line.
+Nothing in the library reads ``params.yaml`` itself: stages pass the parsed mapping in.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A parameter value is wrong; the message names the key and what is allowed."""
+
+
+class _Section(BaseModel):
+    # strict: a string "0.1" is not silently taken for a float; extra: typos are errors.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DataConfig(_Section):
+    dataset: Literal["digits"] = "digits"  # the embedded scikit-learn digits
+    resolution: Literal[8, 16, 32, 64] = 8  # images are resized to resolution x resolution
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.9)  # held out for the FID floor
+    seed: int = Field(0, ge=0)  # seeds the train/test split
+
+
+class ModelConfig(_Section):
+    depth: int = Field(2, ge=1, le=8)  # residual blocks per resolution stage
+    residual: bool = True  # false removes the identity shortcuts and nothing else
+    channels: int = Field(64, ge=4, le=1024)  # width of every block in G and D
+    z_dim: int = Field(64, ge=1, le=1024)  # latent size
+
+
+class TrainConfig(_Section):
+    loss: Literal["bce", "hinge"] = "bce"  # bce: the original GAN objective, non-saturating G
+    epochs: int = Field(30, ge=1, le=100_000)
+    batch_size: int = Field(64, ge=2, le=65_536)  # global: split over the workers
+    lr_g: float = Field(2.0e-4, gt=0.0, le=1.0)
+    lr_d: float = Field(2.0e-4, gt=0.0, le=1.0)
+    beta1: float = Field(0.0, ge=0.0, lt=1.0)  # Adam betas; ResNet-GAN default (0.0, 0.9)
+    beta2: float = Field(0.9, ge=0.0, lt=1.0)
+    n_dis: int = Field(1, ge=1, le=10)  # D steps per G step
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)  # G_ema; ramped up over the first steps
+    num_workers: int = Field(2, ge=1, le=1024)  # Ray Train workers (DDP ranks)
+    use_gpu: Literal["auto", True, False] = "auto"
+    seed: int = Field(0, ge=0)
+    checkpoint_every: int = Field(5, ge=1)  # epochs between checkpoints
+    sample_every: int = Field(5, ge=1)  # epochs between sample grids logged to MLflow
+    fid_samples: int = Field(500, ge=2, le=1_000_000)  # samples for the per-epoch FID
+
+
+class TuneConfig(_Section):
+    num_samples: int = Field(6, ge=1, le=10_000)  # trials
+    depth_choices: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    lr_g_range: list[float] = Field(default_factory=lambda: [5.0e-5, 1.0e-3], min_length=2, max_length=2)  # log-uniform
+    lr_d_range: list[float] = Field(default_factory=lambda: [5.0e-5, 1.0e-3], min_length=2, max_length=2)
+    epochs: int = Field(8, ge=1, le=100_000)  # ASHA max_t: epochs of a trial run to the end
+    grace_period: int = Field(2, ge=1)  # ASHA: epochs before a trial may be stopped
+    reduction_factor: int = Field(2, ge=2)
+    workers_per_trial: int = Field(1, ge=1, le=1024)
+    max_concurrent: int = Field(2, ge=1, le=1024)
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TuneConfig":
+        if any(d < 1 or d > 8 for d in self.depth_choices):
+            raise ValueError("depth_choices: each depth must be between 1 and 8")
+        for key in ("lr_g_range", "lr_d_range"):
+            lo, hi = getattr(self, key)
+            if not 0 < lo < hi <= 1:
+                raise ValueError(f"{key}: need 0 < low < high <= 1, got [{lo}, {hi}]")
+        if self.grace_period > self.epochs:
+            raise ValueError("grace_period: must not exceed tune.epochs")
+        return self
+
+
+class EvalConfig(_Section):
+    features: Literal["classifier", "inception"] = "classifier"
+    inception_weights: str | None = None  # a pt_inception-2015-12-05 file; None: torch hub cache
+    num_samples: int = Field(1000, ge=2, le=1_000_000)
+    batch_size: int = Field(250, ge=1, le=65_536)
+    seed: int = Field(0, ge=0)
+    classifier_epochs: int = Field(30, ge=1, le=10_000)  # training of the classifier extractor
+
+
+class RegisterConfig(_Section):
+    model_name: str = Field("resgan", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+
+
+class TrackingConfig(_Section):
+    experiment: str = Field("resgan", min_length=1)
+
+
+class RayConfig(_Section):
+    storage_path: str = Field(".ray_results", min_length=1)  # local dir or a URI (s3://, gs://)
+
+
+with warnings.catch_warnings():
+    # "register" is a section name of the params file; BaseModel's ABC-style attribute of
+    # the same name is never used on these objects.
+    warnings.simplefilter("ignore", UserWarning)
+
+    class Config(_Section):
+        data: DataConfig = DataConfig()
+        model: ModelConfig = ModelConfig()
+        train: TrainConfig = TrainConfig()
+        tune: TuneConfig = TuneConfig()
+        eval: EvalConfig = EvalConfig()
+        register: RegisterConfig = RegisterConfig()
+        tracking: TrackingConfig = TrackingConfig()
+        ray: RayConfig = RayConfig()
+
+
+def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        section: Any = model
+        for part in err["loc"][:-1]:
+            section = section.model_fields[part].annotation
+        allowed = ", ".join(sorted(section.model_fields))
+        return f"{loc}: unknown key; allowed keys: {allowed}"
+    if err["type"] == "value_error":  # from a cross-field check: the message names the key
+        return f"{loc}.{err['msg'].removeprefix('Value error, ')}"
+    return f"{loc}: {err['msg']} (got {err['input']!r})"
+
+
+def load_config(raw: dict[str, Any] | None, source: str = "params") -> Config:
+    """Validate a parameter mapping into a ``Config``.
+
+    Args:
+        raw: the parsed parameter document (sections data, model, train, ...).
+        source: where it came from, for the error message.
+    Returns:
+        The validated, frozen ``Config``.
+    Raises:
+        ConfigError: one line naming the first wrong key and what is allowed.
+    """
+    try:
+        return Config.model_validate(raw or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"{source}: {_describe(first, Config)}") from None
+
+
+def replace(cfg: Config, **sections: dict[str, Any]) -> Config:
+    """Return ``cfg`` with some fields of some sections replaced, validated again."""
+    data = cfg.model_dump()
+    for name, fields in sections.items():
+        data[name].update(fields)
+    return load_config(data, "override")

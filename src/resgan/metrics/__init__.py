@@ -1,0 +1,1 @@
+"""Feature extractors, real-data statistics and FID (no Ray, no MLflow here)."""

@@ -1,0 +1,88 @@
+"""Feature extractors for FID: ``classifier`` (trained in prepare) or ``inception``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import urllib.error
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from resgan.metrics.classifier import load_classifier
+
+INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+FEATURES = ("classifier", "inception")
+
+
+class FeatureError(RuntimeError):
+    """A feature extractor cannot be built (missing weights or files)."""
+
+
+Extractor = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _inception(weights: str | None, dims: int, device) -> Extractor:
+    from pytorch_fid.inception import InceptionV3
+
+    block = InceptionV3.BLOCK_INDEX_BY_DIM[dims]
+    hub_before = torch.hub.get_dir()
+    tmp = None
+    try:
+        if weights:  # pytorch-fid only looks in the hub cache: point a private one at the file
+            if not Path(weights).is_file():
+                raise FeatureError(f"eval.inception_weights: no such file: {weights}")
+            tmp = tempfile.TemporaryDirectory()
+            os.makedirs(os.path.join(tmp.name, "checkpoints"))
+            os.symlink(Path(weights).resolve(), os.path.join(tmp.name, "checkpoints", INCEPTION_FILE))
+            torch.hub.set_dir(tmp.name)
+        net = InceptionV3([block]).to(device).eval()
+    except (urllib.error.URLError, OSError) as exc:
+        if isinstance(exc, FeatureError):
+            raise
+        raise FeatureError(
+            f"Inception weights not found and cannot be downloaded ({exc.__class__.__name__}): "
+            f"put {INCEPTION_FILE} into {Path(hub_before) / 'checkpoints'} or set "
+            "eval.inception_weights to its path (it is published with pytorch-fid's releases)"
+        ) from None
+    finally:
+        torch.hub.set_dir(hub_before)
+        if tmp is not None:
+            tmp.cleanup()
+
+    def extract(x: torch.Tensor) -> torch.Tensor:
+        x = (x.to(device) + 1) / 2  # pytorch-fid expects [0, 1]; it resizes to 299 itself
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        pred = net(x)[0]
+        if pred.shape[2:] != (1, 1):  # blocks below the last: pool as pytorch-fid does
+            pred = torch.nn.functional.adaptive_avg_pool2d(pred, (1, 1))
+        return pred.squeeze(-1).squeeze(-1)
+
+    return extract
+
+
+def build_extractor(name: str, *, classifier_path: str | Path | None = None,
+                    inception_weights: str | None = None, dims: int = 2048,
+                    device: str | torch.device = "cpu") -> Extractor:
+    """Return a function mapping images in [-1, 1] (N x C x H x W) to N x D features."""
+    if name == "classifier":
+        if classifier_path is None or not Path(classifier_path).is_file():
+            raise FeatureError(f"classifier extractor: no such file: {classifier_path} (run prepare)")
+        net = load_classifier(classifier_path, device)
+        return lambda x: net.features(x.to(device))
+    if name == "inception":
+        return _inception(inception_weights, dims, device)
+    raise FeatureError(f"unknown feature extractor {name!r}; allowed: {', '.join(FEATURES)}")
+
+
+@torch.no_grad()
+def extract_all(extractor: Extractor, batches: Iterable[torch.Tensor]) -> np.ndarray:
+    """Run the extractor over batches of images; return N x D float64 features."""
+    return np.concatenate([extractor(b).double().cpu().numpy() for b in batches])
+
+
+def batched(x: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
+    return x.split(batch_size)

@@ -1,0 +1,208 @@
+"""The per-worker GAN training loop: DDP over G and D, EMA of G, FID, checkpoints.
+
+It imports neither Ray nor MLflow: the Ray Train wrapper (``ray_train.py``) and a plain
+single process both call ``fit`` and pass in how to report and where to log. Only rank 0
+computes FID, writes sample grids, saves checkpoints and logs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torchvision.utils import make_grid
+
+from resgan.config import Config
+from resgan.data import load_split
+from resgan.losses import LOSSES
+from resgan.metrics.features import build_extractor
+from resgan.metrics.fid import fid_of_generator, load_stats
+from resgan.nets import Discriminator, Generator, sample
+
+Report = Callable[[dict[str, float], "dict[str, Any] | None"], None]
+
+
+class DivergedError(FloatingPointError):
+    """The losses became NaN or infinite: the run cannot recover."""
+
+
+@dataclass(frozen=True)
+class FidRef:
+    """What the per-epoch FID is measured against."""
+
+    stats_path: str  # pytorch-fid .npz of the real training split
+    features: str = "classifier"
+    classifier_path: str | None = None
+    inception_weights: str | None = None
+
+    def resolved(self) -> "FidRef":
+        """The same reference with absolute paths (Ray workers run in other directories)."""
+        def absolute(p: str | None) -> str | None:
+            return None if p is None or "://" in p else str(Path(p).resolve())
+
+        return FidRef(absolute(self.stats_path), self.features, absolute(self.classifier_path),
+                      absolute(self.inception_weights))
+
+
+class RunLogger:
+    """Where rank 0 sends metrics and images (an MLflow run; see resgan.tracking)."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_image(self, image: np.ndarray, name: str) -> None: ...
+
+
+def make_ema(G: torch.nn.Module, decay: float) -> AveragedModel:
+    """EMA of G's weights and BN statistics with the usual ramp-up: decay_t =
+    min(decay, (1 + t) / (10 + t)), so short runs are not dominated by the initial weights."""
+
+    def avg(avg_p: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return avg_p * d + p * (1.0 - d)
+
+    return AveragedModel(G, avg_fn=avg, use_buffers=True)
+
+
+def build_models(cfg: Config, img_channels: int) -> tuple[Generator, Discriminator]:
+    m, r = cfg.model, cfg.data.resolution
+    G = Generator(z_dim=m.z_dim, channels=m.channels, depth=m.depth, resolution=r,
+                  img_channels=img_channels, residual=m.residual)
+    D = Discriminator(channels=m.channels, depth=m.depth, resolution=r,
+                      img_channels=img_channels, residual=m.residual)
+    return G, D
+
+
+def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_size: int = 1,
+        device: str | torch.device = "cpu", fid_ref: FidRef | None = None,
+        start: dict[str, Any] | None = None, logger: RunLogger | None = None) -> dict[str, Any]:
+    """Train G and D for ``cfg.train.epochs`` epochs.
+
+    Args:
+        cfg: the validated configuration (model, train and data sections are used).
+        data_path: the training split (.npz from resgan.data).
+        report: called every epoch on every rank with the metrics, and on rank 0 with the
+            checkpoint state when one is due (None otherwise).
+        rank, world_size: this worker's DDP rank; world_size > 1 needs an initialised
+            torch.distributed process group.
+        device: where this worker trains.
+        fid_ref: when given, rank 0 measures FID of G_ema every epoch (metric ``fid``).
+        start: a checkpoint state to resume from (epoch, weights, optimizers, EMA, RNG).
+        logger: rank 0's metric and image sink.
+    Returns:
+        The final checkpoint state on rank 0, an empty dict elsewhere.
+    Raises:
+        DivergedError: the losses became NaN or infinite.
+    """
+    t = cfg.train
+    device = torch.device(device)
+    x, _ = load_split(data_path)
+    img_channels = x.shape[1]
+    torch.manual_seed(t.seed)  # same initial weights on every rank (DDP also broadcasts them)
+    G, D = build_models(cfg, img_channels)
+    G, D = G.to(device), D.to(device)
+    G_ema = make_ema(G, t.ema_decay)
+    opt_G = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
+    opt_D = torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
+    epoch0, step = 0, 0
+    if start is not None:
+        G.load_state_dict(start["G"])
+        D.load_state_dict(start["D"])
+        G_ema.load_state_dict(start["G_ema_avg"])
+        opt_G.load_state_dict(start["opt_G"])
+        opt_D.load_state_dict(start["opt_D"])
+        epoch0, step = start["epoch"], start["step"]
+    torch.manual_seed(t.seed + 1000 * rank + epoch0)  # different noise per rank
+    if world_size > 1:
+        ddp_kw = {"device_ids": [device.index]} if device.type == "cuda" else {}
+        G_t, D_t = DDP(G, **ddp_kw), DDP(D, **ddp_kw)
+    else:
+        G_t, D_t = G, D
+    loss_d_fn, loss_g_fn = LOSSES[t.loss]
+    per_worker = max(1, t.batch_size // world_size)  # train.batch_size is the global batch
+    sampler = DistributedSampler(TensorDataset(x), num_replicas=world_size, rank=rank,
+                                 shuffle=True, seed=t.seed, drop_last=True)
+    loader = DataLoader(TensorDataset(x), batch_size=per_worker, sampler=sampler, drop_last=True)
+
+    lead = rank == 0
+    extractor, ref = None, None
+    if lead and fid_ref is not None:
+        extractor = build_extractor(fid_ref.features, classifier_path=fid_ref.classifier_path,
+                                    inception_weights=fid_ref.inception_weights, device=device)
+        ref = load_stats(fid_ref.stats_path)
+    z_dim = cfg.model.z_dim
+    state: dict[str, Any] = {}
+    for epoch in range(epoch0 + 1, t.epochs + 1):
+        sampler.set_epoch(epoch)
+        G_t.train()
+        D_t.train()
+        sums = torch.zeros(2, device=device)  # loss_d, loss_g
+        n_d = n_g = seen = 0
+        t0 = time.perf_counter()
+        for (xb,) in loader:
+            xb = xb.to(device, non_blocking=True)
+            z = torch.randn(len(xb), z_dim, device=device)
+            with torch.no_grad():
+                fake = G_t(z)
+            logits = D_t(torch.cat([xb, fake]))
+            loss_d = loss_d_fn(logits[: len(xb)], logits[len(xb):])
+            opt_D.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_D.step()
+            sums[0] += loss_d.detach()
+            n_d += 1
+            seen += len(xb)
+            step += 1
+            if step % t.n_dis == 0:
+                z = torch.randn(len(xb), z_dim, device=device)
+                loss_g = loss_g_fn(D_t(G_t(z)))
+                opt_G.zero_grad(set_to_none=True)
+                loss_g.backward()  # also fills D's grads; opt_D.zero_grad clears them
+                opt_G.step()
+                G_ema.update_parameters(G)
+                sums[1] += loss_g.detach()
+                n_g += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - t0
+        if world_size > 1:
+            dist.all_reduce(sums)
+            sums /= world_size
+        loss_d_mean, loss_g_mean = (sums / torch.tensor([max(n_d, 1), max(n_g, 1)], device=device)).tolist()
+        if not (math.isfinite(loss_d_mean) and math.isfinite(loss_g_mean)):
+            raise DivergedError(f"losses became non-finite at epoch {epoch}: "
+                                f"loss_d={loss_d_mean}, loss_g={loss_g_mean}")
+        metrics = {"epoch": epoch, "loss_d": loss_d_mean, "loss_g": loss_g_mean,
+                   "images_per_s": seen * world_size / elapsed}
+        ckpt = None
+        if lead:
+            ema_G = G_ema.module.eval()
+            if extractor is not None:
+                metrics["fid"] = fid_of_generator(ema_G, extractor, ref, t.fid_samples,
+                                                  seed=t.seed, device=device)
+            if logger is not None:
+                logger.log_metrics(metrics, step=epoch)
+                if epoch % t.sample_every == 0 or epoch == t.epochs:
+                    grid = make_grid(sample(ema_G, 64, seed=t.seed + 1, device=device),
+                                     nrow=8, normalize=True, value_range=(-1, 1))
+                    logger.log_image(grid.permute(1, 2, 0).numpy(), f"samples/epoch_{epoch:04d}.png")
+            if epoch % t.checkpoint_every == 0 or epoch == t.epochs:
+                state = {
+                    "epoch": epoch, "step": step, "config": cfg.model_dump(mode="json"),
+                    "G_kwargs": G.kwargs, "D_kwargs": D.kwargs,
+                    "G": G.state_dict(), "D": D.state_dict(),
+                    "G_ema": G_ema.module.state_dict(), "G_ema_avg": G_ema.state_dict(),
+                    "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
+                    "metrics": dict(metrics),
+                }
+                ckpt = state
+        report(metrics, ckpt)
+    return state

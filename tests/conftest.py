@@ -1,0 +1,107 @@
+"""Shared fixtures: tiny real data, a tiny config, an embedded MLflow store per test."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "pipeline"))  # the stage scripts' shared helpers
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+TINY = {
+    "model": {"depth": 1, "channels": 8, "z_dim": 16},
+    "train": {"epochs": 2, "batch_size": 32, "num_workers": 2, "fid_samples": 100,
+              "checkpoint_every": 1, "sample_every": 1},
+    "tune": {"num_samples": 2, "epochs": 2, "grace_period": 1, "depth_choices": [1, 2]},
+    "eval": {"num_samples": 200, "classifier_epochs": 5},
+}
+
+
+@pytest.fixture
+def tiny_cfg():
+    from resgan.config import load_config
+
+    return load_config(TINY)
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    """The digits split, a classifier and its real statistics, as prepare writes them."""
+    from resgan.data import load_dataset, save_split, split
+    from resgan.metrics.classifier import save_classifier, train_classifier
+    from resgan.metrics.features import build_extractor, extract_all
+    from resgan.metrics.fid import feature_stats, save_stats
+
+    d = tmp_path_factory.mktemp("prepared")
+    x, y = load_dataset("digits", 8)
+    x_tr, y_tr, x_te, y_te = split(x, y, 0.2, 0)
+    save_split(d / "train.npz", x_tr, y_tr)
+    save_split(d / "test.npz", x_te, y_te)
+    t = [torch.from_numpy(a) for a in (x_tr, y_tr, x_te, y_te)]
+    net, acc = train_classifier(*t, epochs=5, seed=0)
+    save_classifier(net, d / "classifier.pt", test_accuracy=acc)
+    ex = build_extractor("classifier", classifier_path=d / "classifier.pt")
+    save_stats(d / "stats.npz", *feature_stats(extract_all(ex, t[0].split(256))))
+    return d
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    """A real embedded MLflow store (sqlite + local artifacts) private to the test."""
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    (tmp_path / "mlruns").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    return uri
+
+
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory):
+    """A weights file for pytorch-fid's FID Inception, made offline.
+
+    The architecture is built exactly as pytorch_fid.inception.fid_inception_v3 builds it
+    (which would then download the published weights). Batch-norm statistics are set from a
+    few real digit batches so that the features are informative, not degenerate.
+    """
+    from pytorch_fid import inception as I
+
+    from resgan.data import load_dataset
+
+    torch.manual_seed(0)
+    net = I._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+    net.Mixed_5b = I.FIDInceptionA(192, pool_features=32)
+    net.Mixed_5c = I.FIDInceptionA(256, pool_features=64)
+    net.Mixed_5d = I.FIDInceptionA(288, pool_features=64)
+    net.Mixed_6b = I.FIDInceptionC(768, channels_7x7=128)
+    net.Mixed_6c = I.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6d = I.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6e = I.FIDInceptionC(768, channels_7x7=192)
+    net.Mixed_7b = I.FIDInceptionE_1(1280)
+    net.Mixed_7c = I.FIDInceptionE_2(2048)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average over the calibration batches
+    x, _ = load_dataset("digits", 8)
+    x = torch.from_numpy(x[:64]).repeat(1, 3, 1, 1)
+    net.train()
+    with torch.no_grad():
+        for xb in x.split(32):
+            net(torch.nn.functional.interpolate((xb + 1) / 2, size=(299, 299), mode="bilinear"))
+    net.eval()
+    home = tmp_path_factory.mktemp("torch_home")
+    path = home / "hub" / "checkpoints" / "pt_inception-2015-12-05-6726825d.pth"
+    path.parent.mkdir(parents=True)
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def gaussian_feats(n: int, d: int, mean: float, std: float, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(mean, std, size=(n, d))

@@ -1,0 +1,44 @@
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from resgan.config import ConfigError, load_config, replace
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_and_repo_params_validate():
+    cfg = load_config(YAML(typ="safe").load((ROOT / "params.yaml").read_text()), "params.yaml")
+    assert cfg.register.model_name == "resgan"
+    assert cfg.train.lr_g == pytest.approx(2e-4)
+    assert load_config({}).model.depth == 2
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"train": {"lr_g": "fast"}}, "train.lr_g: Input should be a valid number"),
+    ({"model": {"depth": "2"}}, "model.depth: Input should be a valid integer"),
+    ({"train": {"lr_g": -1.0}}, "train.lr_g: Input should be greater than 0"),
+    ({"model": {"depth": 0}}, "model.depth: Input should be greater than or equal to 1"),
+    ({"train": {"loss": "wasserstein"}}, "train.loss: Input should be 'bce' or 'hinge'"),
+    ({"data": {"dataset": "imagenet"}}, "data.dataset: Input should be 'digits'"),
+    ({"data": {"resolution": 12}}, "data.resolution: Input should be 8, 16, 32 or 64"),
+    ({"train": {"lrg": 0.1}}, "train.lrg: unknown key; allowed keys: batch_size"),
+    ({"trian": {}}, "trian: unknown key; allowed keys: data, eval, model"),
+    ({"tune": {"lr_d_range": [1e-3, 1e-4]}}, "tune.lr_d_range: need 0 < low < high"),
+    ({"eval": {"features": "clip"}}, "eval.features: Input should be 'classifier' or 'inception'"),
+])
+def test_errors_name_the_key_and_what_is_allowed(raw, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(raw, "params.yaml")
+    msg = str(err.value)
+    assert msg.startswith("params.yaml: ")
+    assert expected in msg
+    assert "\n" not in msg
+
+
+def test_replace_revalidates():
+    cfg = load_config({})
+    assert replace(cfg, model={"depth": 3}).model.depth == 3
+    with pytest.raises(ConfigError, match="model.depth"):
+        replace(cfg, model={"depth": 99})

@@ -1,0 +1,82 @@
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import gaussian_feats
+from resgan.metrics.features import FeatureError, build_extractor
+from resgan.metrics.fid import feature_stats, fid_from_features, load_stats, save_stats
+from pytorch_fid.fid_score import calculate_frechet_distance
+
+
+def test_closed_form_isotropic_gaussians():
+    # FID(N(m1, s1^2 I), N(m2, s2^2 I)) = |m1 - m2|^2 + d (s1 - s2)^2
+    d = 16
+    mu1, mu2 = np.zeros(d), np.full(d, 0.5)
+    s1, s2 = np.eye(d) * 1.0, np.eye(d) * 4.0  # std 1 and 2
+    expected = d * 0.25 + d * (1 - 2) ** 2
+    assert calculate_frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-9)
+
+
+def test_sampled_gaussians_approach_the_closed_form():
+    d = 8
+    a = gaussian_feats(40_000, d, 0.0, 1.0, seed=0)
+    b = gaussian_feats(40_000, d, 1.0, 1.5, seed=1)
+    expected = d * 1.0 + d * 0.5 ** 2  # 10.0
+    assert fid_from_features(a, *feature_stats(b)) == pytest.approx(expected, rel=0.02)
+    assert fid_from_features(a, *feature_stats(a)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_fewer_samples_than_dims_warns():
+    with pytest.warns(UserWarning, match="samples < 64 feature dims"):
+        feature_stats(gaussian_feats(10, 64, 0, 1, 0))
+
+
+def test_stats_file_is_pytorch_fid_format(tmp_path, inception_weights):
+    """Our .npz statistics read by pytorch-fid's own CLI give our FID."""
+    a = gaussian_feats(500, 16, 0.0, 1.0, seed=0)
+    b = gaussian_feats(500, 16, 0.3, 1.2, seed=1)
+    save_stats(tmp_path / "a.npz", *feature_stats(a))
+    save_stats(tmp_path / "b.npz", *feature_stats(b))
+    ours = fid_from_features(a, *load_stats(tmp_path / "b.npz"))
+    env = {"TORCH_HOME": str(inception_weights.parents[2]), "PATH": ""}
+    out = subprocess.run([sys.executable, "-m", "pytorch_fid", "--device", "cpu",
+                          str(tmp_path / "a.npz"), str(tmp_path / "b.npz")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    theirs = float(re.search(r"FID:\s+([0-9.eE+-]+)", out.stdout).group(1))
+    assert theirs == pytest.approx(ours, rel=1e-6)
+    assert 1.0 < ours < 10.0  # 16*0.09 + 16*0.04 = 2.08, plus sampling noise
+
+
+def test_classifier_features(prepared):
+    ex = build_extractor("classifier", classifier_path=prepared / "classifier.pt")
+    assert ex(torch.zeros(5, 1, 8, 8)).shape == (5, 64)
+
+
+def test_missing_classifier_is_a_clear_error(tmp_path):
+    with pytest.raises(FeatureError, match="no such file"):
+        build_extractor("classifier", classifier_path=tmp_path / "none.pt")
+
+
+def test_missing_inception_weights_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(FeatureError) as err:
+        build_extractor("inception")
+    msg = str(err.value)
+    assert "pt_inception-2015-12-05-6726825d.pth" in msg and "eval.inception_weights" in msg
+    assert "\n" not in msg
+    with pytest.raises(FeatureError, match="no such file"):
+        build_extractor("inception", inception_weights=str(tmp_path / "missing.pth"))
+
+
+def test_inception_from_a_weights_file(inception_weights):
+    ex = build_extractor("inception", inception_weights=str(inception_weights), dims=64)
+    with torch.no_grad():
+        f = ex(torch.rand(3, 1, 8, 8) * 2 - 1)
+    assert f.shape == (3, 64)
+    assert torch.isfinite(f).all() and f.std() > 0
