@@ -72,14 +72,7 @@ def _trial(config: dict[str, Any], *, base: dict[str, Any], job: dict[str, Any])
         num_workers=cfg.tune.workers_per_trial, use_gpu=job["use_gpu"],
         cpus_per_worker=1.0 - TRIAL_CPU / cfg.tune.workers_per_trial,
         run_id=run_id, tracking_uri=job["tracking_uri"], callbacks=[TuneReportCallback()])
-    try:
-        trainer.fit()
-    except Exception:
-        if run_id:
-            tracking.end_run(run_id, "FAILED")
-        raise
-    if run_id:
-        tracking.end_run(run_id, "FINISHED")
+    trainer.fit()  # the driver sets the run's final status: Tune may stop us mid-fit
 
 
 @dataclass
@@ -139,7 +132,7 @@ def run_search(cfg: Config, *, data_path: str, fid_ref: FidRef, use_gpu: bool,
             lr_g=float(c["lr_g"]), lr_d=float(c["lr_d"]),
             fid=fids[-1] if fids else math.nan, best_fid=min(fids) if fids else math.nan,
             epochs=epochs, status=status))
-    _close_stopped_runs(cfg.tracking.experiment, parent_run_id)
+    _close_trial_runs(cfg.tracking.experiment, parent_run_id, rows)
     return rows
 
 
@@ -149,17 +142,21 @@ def _trial_id(res) -> str:
     return res.path.rstrip("/").split("/")[-1]
 
 
-def _close_stopped_runs(experiment: str, parent_run_id: str | None) -> None:
-    """ASHA ends a stopped trial's process: mark its nested MLflow run KILLED, not RUNNING."""
+_RUN_STATUS = {"finished": "FINISHED", "stopped": "KILLED", "failed": "FAILED"}
+
+
+def _close_trial_runs(experiment: str, parent_run_id: str | None, rows: list["TrialRow"]) -> None:
+    """Give every nested trial run its final status (ASHA ends a stopped trial's process,
+    so the trial itself cannot)."""
     if not parent_run_id:
         return
     c = tracking.client()
-    runs = c.search_runs([tracking.experiment_id(experiment)],
-                         filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' "
-                                       "and attributes.status = 'RUNNING'")
-    for r in runs:
-        c.set_tag(r.info.run_id, "resgan.early_stopped", "true")
-        c.set_terminated(r.info.run_id, "KILLED")
+    status = {r.trial_id: r.status for r in rows}
+    for run in c.search_runs([tracking.experiment_id(experiment)],
+                             filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'"):
+        st = status.get(run.data.tags.get("resgan.trial_id", ""), "failed")
+        c.set_tag(run.info.run_id, "resgan.trial_status", st)
+        c.set_terminated(run.info.run_id, _RUN_STATUS[st])
 
 
 def best_trial(rows: list[TrialRow]) -> TrialRow:

@@ -1,0 +1,141 @@
+"""One real `dvc repro` of the whole DAG with tiny params, in a temporary copy of the repo."""
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from conftest import ROOT, TINY
+
+pytestmark = pytest.mark.e2e
+
+yaml = YAML(typ="safe")
+
+
+def _merge(base, over):
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e") / "repo"
+    work.mkdir()
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, work / name)
+    for name in ("pipeline", "src"):
+        shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    params = _merge(yaml.load((ROOT / "params.yaml").read_text()), TINY)
+    with open(work / "params.yaml", "w") as f:
+        YAML().dump(params, f)
+    env = dict(os.environ)
+    env.pop("MLFLOW_TRACKING_URI", None)  # the embedded default store, inside the copy
+    env.pop("RAY_ADDRESS", None)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=work, check=True, env=env)
+    return work, env
+
+
+def _dvc(repo, *args, check=True):
+    work, env = repo
+    out = subprocess.run(["dvc", *args], cwd=work, env=env, capture_output=True, text=True,
+                         timeout=1500)
+    if check:
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def _ran(out):
+    return [line.split("'")[1] for line in out.stdout.splitlines() if line.startswith("Running stage")]
+
+
+def _store(repo):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{repo[0] / 'mlruns' / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _counts(c):
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()], max_results=1000)
+    return len(runs), len(c.search_model_versions(max_results=1000))
+
+
+def _set_param(repo, section, key, value):
+    p = repo[0] / "params.yaml"
+    params = yaml.load(p.read_text())
+    params[section][key] = value
+    with open(p, "w") as f:
+        YAML().dump(params, f)
+
+
+def test_whole_pipeline(repo):
+    out = _dvc(repo, "repro")
+    assert _ran(out) == ["prepare", "tune", "train", "evaluate", "register"]
+    metrics = json.loads(_dvc(repo, "metrics", "show", "--json").stdout)
+    ws = metrics["workspace"]["data"]
+    ev = ws["outputs/eval/metrics.json"]["data"]
+    assert 0 < ev["fid"] < 5000 and ev["features"] == "classifier" and ev["num_samples"] == 200
+    assert 0 < ev["fid_floor"] < ev["fid"]
+    assert ws["outputs/register/decision.json"]["data"]["promoted"] is True
+    prep = ws["outputs/prepare/metrics.json"]["data"]
+    assert 0.5 < prep["classifier_accuracy"] <= 1.0
+
+    c = _store(repo)
+    champ = c.get_model_version_by_alias("resgan", "champion")
+    assert float(champ.tags["fid"]) == pytest.approx(ev["fid"])
+    train_run = c.get_run((repo[0] / "outputs/train/run_id.txt").read_text().strip())
+    assert f"fid_classifier_n200" in train_run.data.metrics
+    trials = (repo[0] / "outputs/tune/trials.csv").read_text().splitlines()
+    assert trials[0].startswith("trial_id,depth") and len(trials) == 3
+
+    plots = _dvc(repo, "plots", "show", "--json")
+    shown = json.loads(plots.stdout)
+    assert {"losses", "fid_per_epoch", "fid_vs_depth"} <= set(shown)
+
+
+def test_nothing_changed_runs_nothing(repo):
+    assert _ran(_dvc(repo, "repro")) == []
+
+
+def test_register_param_reruns_only_register(repo):
+    _set_param(repo, "register", "model_name", "resgan-b")
+    assert _ran(_dvc(repo, "repro")) == ["register"]
+    assert _store(repo).get_model_version_by_alias("resgan-b", "champion") is not None
+
+
+@pytest.mark.parametrize("section, key, value, stage, expected", [
+    ("train", "lr_g", -1.0, "train", "train.lr_g: Input should be greater than 0"),
+    ("eval", "num_samples", "many", "evaluate", "eval.num_samples: Input should be a valid integer"),
+    ("data", "dataset", "imagenet", "prepare", "data.dataset: Input should be 'digits'"),
+    ("register", "nickname", "x", "register", "register.nickname: unknown key; allowed keys: model_name"),
+])
+def test_bad_input_fails_in_one_line_and_loses_nothing(repo, section, key, value, stage, expected):
+    p = repo[0] / "params.yaml"
+    good = p.read_text()
+    before = _counts(_store(repo))
+    try:
+        _set_param(repo, section, key, value)
+        out = _dvc(repo, "repro", check=False)
+        assert out.returncode != 0
+        assert expected in out.stderr and "Traceback" not in out.stderr + out.stdout
+        # the stage script itself: one line on stderr, exit 1
+        direct = subprocess.run([sys.executable, f"pipeline/{stage}.py"], cwd=repo[0],
+                                env=repo[1], capture_output=True, text=True, timeout=300)
+        assert direct.returncode == 1
+        assert direct.stderr.strip().splitlines() == [f"error: params.yaml: {expected}" +
+                                                      direct.stderr.split(expected, 1)[1].strip()]
+        assert _counts(_store(repo)) == before  # no new MLflow run, no new model version
+        assert (repo[0] / "outputs/train/generator.pt").exists()
+    finally:
+        p.write_text(good)
