@@ -44,7 +44,9 @@ def stats_path(prepared: str | Path, features: str) -> str:
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)  # atomic: readers never see half a file
 
 
 def read_json(path: str | Path) -> dict[str, Any]:

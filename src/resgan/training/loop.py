@@ -188,6 +188,8 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
             if extractor is not None:
                 metrics["fid"] = fid_of_generator(ema_G, extractor, ref, t.fid_samples,
                                                   seed=t.seed, device=device)
+            print(f"epoch {epoch}/{t.epochs}: " + " ".join(
+                f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"), flush=True)
             if logger is not None:
                 logger.log_metrics(metrics, step=epoch)
                 if epoch % t.sample_every == 0 or epoch == t.epochs:

@@ -5,6 +5,7 @@ The same ``train_loop_per_worker`` serves the train stage and every Tune trial.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -42,6 +43,7 @@ def resolve_use_gpu(setting: str | bool) -> bool:
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: rebuild the config, resume from Ray's checkpoint if any, train."""
     cfg = load_config(config["cfg"], "worker config")
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # our own line per epoch suffices
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
