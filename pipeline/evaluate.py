@@ -15,6 +15,7 @@ from resgan.metrics.features import build_extractor
 from resgan.metrics.fid import fid_of_generator, load_stats
 from resgan.nets import sample
 from resgan.training import checkpoint as ckpt_io
+from resgan.training.loop import fid_name
 
 
 def main() -> None:
@@ -42,8 +43,8 @@ def main() -> None:
     run_id = (Path(args.trained) / "run_id.txt").read_text().strip()
     c = tracking.client()
     # The extractor and the sample count are part of every recorded FID's name.
-    c.log_metric(run_id, f"fid_{e.features}_n{e.num_samples}", fid)
-    c.log_metric(run_id, f"fid_floor_{e.features}_n{prep['floor_samples']}", prep["fid_floor"])
+    c.log_metric(run_id, fid_name(e.features, e.num_samples), fid)
+    c.log_metric(run_id, "floor_" + fid_name(e.features, prep["floor_samples"]), prep["fid_floor"])
     c.log_artifact(run_id, str(out / "samples.png"), artifact_path="eval")
     print(f"evaluate: FID {fid:.3f} ({e.features} features, {e.num_samples} samples); "
           f"floor {prep['fid_floor']:.3f} ({prep['floor_samples']} held-out images)")

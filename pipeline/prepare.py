@@ -32,7 +32,8 @@ def main() -> None:
 
     x_tr, y_tr, x_te, y_te = (torch.from_numpy(a) for a in (x_tr, y_tr, x_te, y_te))
     net, acc = train_classifier(x_tr, y_tr, x_te, y_te, epochs=e.classifier_epochs, seed=d.seed)
-    save_classifier(net, f"{args.out}/classifier.pt", test_accuracy=acc)
+    save_classifier(net, f"{args.out}/classifier.pt", test_accuracy=acc,
+                    resolution=d.resolution, dataset=d.dataset)
     print(f"prepare: classifier test accuracy {acc:.4f}")
 
     # Real statistics, once per (dataset split, extractor), in pytorch-fid's .npz format.

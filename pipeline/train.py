@@ -15,7 +15,7 @@ from pathlib import Path
 from _common import stats_path, read_json, read_params, run, write_json
 from resgan import tracking
 from resgan.config import replace
-from resgan.training.loop import FidRef
+from resgan.training.loop import FidRef, fid_name
 
 
 def main() -> None:
@@ -58,7 +58,10 @@ def main() -> None:
     out = Path(args.out)
     ckpt_io.export_generator(state, out / "generator.pt")
     # The per-epoch record is the MLflow run (Ray keeps metrics only with checkpoints).
-    hist = tracking.metric_history(run_id, ["loss_d", "loss_g", "fid", "images_per_s"])
+    fid_key = fid_name("classifier", cfg.train.fid_samples)
+    hist = tracking.metric_history(run_id, ["loss_d", "loss_g", fid_key, "images_per_s"])
+    for h in hist:
+        h["fid"] = h.pop(fid_key, float("nan"))
     with open(out / "history.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["epoch", "loss_d", "loss_g", "fid", "images_per_s"])
         w.writeheader()

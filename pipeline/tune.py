@@ -13,7 +13,7 @@ from pathlib import Path
 
 from _common import stats_path, read_params, run, write_json
 from resgan import tracking
-from resgan.training.loop import FidRef
+from resgan.training.loop import FidRef, fid_name
 from resgan.training.ray_train import init_ray, resolve_use_gpu
 
 
@@ -41,7 +41,7 @@ def main() -> None:
         tracking.end_run(parent, "FAILED")
         raise
     c = tracking.client()
-    c.log_metric(parent, "best_fid", best.fid)
+    c.log_metric(parent, "best_" + fid_name("classifier", cfg.train.fid_samples), best.fid)
     for key in ("depth", "lr_g", "lr_d"):
         c.set_tag(parent, f"best.{key}", str(getattr(best, key)))
     tracking.end_run(parent)

@@ -20,7 +20,7 @@ def test_defaults_and_repo_params_validate():
     ({"model": {"depth": "2"}}, "model.depth: Input should be a valid integer"),
     ({"train": {"lr_g": -1.0}}, "train.lr_g: Input should be greater than 0"),
     ({"model": {"depth": 0}}, "model.depth: Input should be greater than or equal to 1"),
-    ({"train": {"loss": "wasserstein"}}, "train.loss: Input should be 'bce' or 'hinge'"),
+    ({"train": {"loss": "wasserstein"}}, "train.loss: Input should be 'bce', 'hinge' or 'wgan-gp'"),
     ({"data": {"dataset": "imagenet"}}, "data.dataset: Input should be 'digits'"),
     ({"data": {"resolution": 12}}, "data.resolution: Input should be 8, 16, 32 or 64"),
     ({"train": {"lrg": 0.1}}, "train.lrg: unknown key; allowed keys: batch_size"),

@@ -51,16 +51,39 @@ def test_non_finite_losses_raise(tiny_cfg, prepared, tmp_path):
         _run(tiny_cfg, tmp_path / "bad.npz")
 
 
-def test_ema_ramp_up():
+def test_ema_half_life_and_ramp_up():
     lin = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.zeros_(lin.weight)
-    ema = make_ema(lin, decay=0.999)
+    ema = make_ema(lin, halflife_kimg=1.0, rampup=None, batch_size=100)
     with torch.no_grad():
         lin.weight.fill_(1.0)
     ema.update_parameters(lin)  # the first update copies: the initial weights drop out
     assert ema.module.weight.item() == pytest.approx(1.0)
     with torch.no_grad():
         lin.weight.fill_(2.0)
-    ema.update_parameters(lin)  # n=1: decay = min(0.999, 2/11)
-    d = 2 / 11
-    assert ema.module.weight.item() == pytest.approx(d * 1.0 + (1 - d) * 2.0, rel=1e-6)
+    ema.update_parameters(lin)
+    beta = 0.5 ** (100 / 1000)  # half-life 1,000 images, 100 per step
+    assert ema.module.weight.item() == pytest.approx(beta * 1.0 + (1 - beta) * 2.0, rel=1e-6)
+    for _ in range(9):  # ten steps of 100 = one half-life: the distance to 2.0 halves
+        ema.update_parameters(lin)
+    assert ema.module.weight.item() == pytest.approx(2.0 - 0.5 * 1.0, rel=1e-5)
+
+    # ramp-up: after one step of 100 images the half-life is at most 0.05 x 100 = 5 images
+    ramped = make_ema(lin, halflife_kimg=10.0, rampup=0.05, batch_size=100)
+    ramped.update_parameters(lin)
+    with torch.no_grad():
+        lin.weight.fill_(3.0)
+    ramped.update_parameters(lin)
+    assert ramped.module.weight.item() == pytest.approx(3.0 - 0.5 ** 20, rel=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["hinge", "wgan-gp"])
+def test_other_losses_and_linear_lr_decay(tiny_cfg, prepared, loss):
+    cfg = replace(tiny_cfg, train={"loss": loss, "lr_decay": "linear", "n_dis": 2, "epochs": 2})
+    reports, state = _run(cfg, prepared / "train.npz")
+    assert all(np.isfinite([m["loss_d"], m["loss_g"]]).all() for m, _ in reports)
+    # epoch 2 of 2 trains at half the base rate
+    assert state["opt_G"]["param_groups"][0]["lr"] == pytest.approx(cfg.train.lr_g / 2)
+    assert state["opt_D"]["param_groups"][0]["lr"] == pytest.approx(cfg.train.lr_d / 2)
+    # n_dis = 2: G took half as many steps as D
+    assert state["opt_G"]["state"][0]["step"].item() * 2 == state["step"]

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from resgan.losses import LOSSES, bce_d, bce_g, hinge_d, hinge_g
+from resgan.losses import LOSSES, bce_d, bce_g, gradient_penalty, hinge_d, hinge_g, wgan_d, wgan_g
 
 
 def test_bce_by_hand():
@@ -31,5 +31,21 @@ def test_hinge_by_hand():
     assert hinge_g(fake).item() == pytest.approx(-0.25, rel=1e-6)
 
 
+def test_wasserstein_by_hand():
+    real, fake = torch.tensor([0.5, 2.0]), torch.tensor([-0.5, 1.0])
+    assert wgan_d(real, fake).item() == pytest.approx(0.25 - 1.25, rel=1e-6)
+    assert wgan_g(fake).item() == pytest.approx(-0.25, rel=1e-6)
+
+
+def test_gradient_penalty_of_a_linear_critic():
+    # D(x) = <w, x>: its gradient is w everywhere, so the penalty is (||w|| - 1)^2 exactly.
+    w = torch.full((1, 2, 2), 0.75)  # ||w|| = 1.5
+    D = lambda x: (x * w).sum(dim=(1, 2, 3))  # noqa: E731
+    real, fake = torch.randn(6, 1, 2, 2), torch.randn(6, 1, 2, 2)
+    assert gradient_penalty(D, real, fake).item() == pytest.approx(0.25, rel=1e-5)
+    w = torch.full((1, 2, 2), 0.5)  # ||w|| = 1: no penalty
+    assert gradient_penalty(D, real, fake).item() == pytest.approx(0.0, abs=1e-10)
+
+
 def test_registry_of_losses():
-    assert set(LOSSES) == {"bce", "hinge"}
+    assert set(LOSSES) == {"bce", "hinge", "wgan-gp"}

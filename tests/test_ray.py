@@ -25,11 +25,13 @@ def _ref(prepared):
     return FidRef(str(prepared / "stats.npz"), "classifier", str(prepared / "classifier.pt"))
 
 
-def test_train_two_workers_ddp(ray_runtime, tiny_cfg, prepared, mlflow_store, tmp_path):
+@pytest.mark.parametrize("loss", ["bce", "wgan-gp"])  # wgan-gp: double backward beside DDP
+def test_train_two_workers_ddp(ray_runtime, tiny_cfg, prepared, mlflow_store, tmp_path, loss):
     from resgan.training.ray_train import make_trainer
 
     run_id = tracking.start_run("test", "train")
-    trainer = make_trainer(tiny_cfg, data_path=str(prepared / "train.npz"), fid_ref=_ref(prepared),
+    cfg = replace(tiny_cfg, train={"loss": loss})
+    trainer = make_trainer(cfg, data_path=str(prepared / "train.npz"), fid_ref=_ref(prepared),
                            name="t2", storage=str(tmp_path / "ray"), num_workers=2,
                            use_gpu=False, run_id=run_id, tracking_uri=tracking.tracking_uri())
     result = trainer.fit()
@@ -37,9 +39,10 @@ def test_train_two_workers_ddp(ray_runtime, tiny_cfg, prepared, mlflow_store, tm
         state = ckpt_io.load(d)
     assert state["epoch"] == 2 and state["config"]["train"]["num_workers"] == 2
     # only rank 0 logs: one value per epoch, not one per worker
-    hist = tracking.metric_history(run_id, ["loss_d", "fid", "images_per_s"])
+    hist = tracking.metric_history(run_id, ["loss_d", "loss_g", "fid_classifier_n100", "images_per_s"])
+    assert all(math.isfinite(h["loss_d"]) and math.isfinite(h["loss_g"]) for h in hist)
     assert [h["epoch"] for h in hist] == [1, 2]
-    assert all(math.isfinite(h["fid"]) and h["images_per_s"] > 0 for h in hist)
+    assert all(math.isfinite(h["fid_classifier_n100"]) and h["images_per_s"] > 0 for h in hist)
     arts = [a.path for a in tracking.client().list_artifacts(run_id, "samples")]
     assert arts == ["samples/epoch_0001.png", "samples/epoch_0002.png"]
 
@@ -61,7 +64,7 @@ def test_tune_two_trials_nested_runs(ray_runtime, tiny_cfg, prepared, mlflow_sto
     assert len(runs) == 2
     assert all(r.info.status in ("FINISHED", "KILLED") for r in runs), [r.info.status for r in runs]
     assert {r.data.tags["resgan.trial_id"] for r in runs} == {r.trial_id for r in rows}
-    assert all("loss_d" in r.data.metrics and "fid" in r.data.metrics for r in runs)
+    assert all({"loss_d", "fid_classifier_n100"} <= set(r.data.metrics) for r in runs)
 
 
 def test_diverging_trial_fails_and_the_search_goes_on(ray_runtime, tiny_cfg, prepared,

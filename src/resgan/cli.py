@@ -24,6 +24,38 @@ def _sample(args: argparse.Namespace) -> None:
     print(f"wrote {args.count} samples from {args.source} to {args.out}")
 
 
+def _fid(args: argparse.Namespace) -> None:
+    from resgan.metrics.fid import calculate_frechet_distance, save_stats
+    from resgan.metrics.paths import stats_of_path
+
+    device = args.device or ("cuda" if _cuda() else "cpu")
+    kw = dict(features=args.features, dims=args.dims, batch_size=args.batch_size, device=device,
+              num_workers=args.num_workers, classifier=args.classifier,
+              inception_weights=args.inception_weights)
+    if args.save_stats:
+        if args.paths[0].endswith(".npz"):
+            sys.exit("error: --save-stats: the first path must be a folder of images")
+        mu, sigma, n = stats_of_path(args.paths[0], **kw)
+        save_stats(args.paths[1], mu, sigma)
+        print(f"saved statistics of {n} images ({args.features} features) to {args.paths[1]}",
+              file=sys.stderr)
+        return
+    (m1, s1, n1), (m2, s2, n2) = (stats_of_path(p, **kw) for p in args.paths)
+    if m1.shape != m2.shape:
+        sys.exit(f"error: feature dims differ: {m1.shape[0]} vs {m2.shape[0]} "
+                 "(statistics from another extractor or --dims?)")
+    fid = calculate_frechet_distance(m1, s1, m2, s2)
+    counts = ", ".join("npz" if n is None else f"{n} images" for n in (n1, n2))
+    print(f"{args.features} features, {m1.shape[0]} dims, {counts}", file=sys.stderr)
+    print(f"FID:  {fid}")  # the line pytorch-fid prints
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="resgan", description="Residual GAN pipeline tools (the pipeline itself runs with "
@@ -41,16 +73,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")
     s.add_argument("--nrow", type=int, default=None, help="images per grid row (default sqrt(count))")
     s.set_defaults(func=_sample)
+
+    f = sub.add_parser("fid", help="FID between two folders of images and/or .npz statistics",
+                       description="FID between two inputs, each a folder of images or an .npz "
+                       "file of statistics (mu, sigma) in pytorch-fid's format. With the default "
+                       "Inception features this runs pytorch-fid's own code and prints the same "
+                       "FID as `python -m pytorch_fid`.")
+    f.add_argument("paths", nargs=2, metavar="PATH", help="folder of images or .npz statistics")
+    f.add_argument("--features", choices=["inception", "classifier"], default="inception",
+                   help="feature extractor (default inception)")
+    f.add_argument("--classifier", default=None,
+                   help="classifier file for --features classifier (outputs/prepare/classifier.pt)")
+    f.add_argument("--inception-weights", default=None,
+                   help="pt_inception-2015-12-05-6726825d.pth (default: the torch hub cache)")
+    f.add_argument("--dims", type=int, default=2048, choices=[64, 192, 768, 2048],
+                   help="Inception feature dims (default 2048, pool3)")
+    f.add_argument("--batch-size", type=int, default=50, help="batch size (default 50)")
+    f.add_argument("--device", default=None, help="cpu, cuda, cuda:0 (default: cuda if available)")
+    f.add_argument("--num-workers", type=int, default=0, help="image loading processes (default 0)")
+    f.add_argument("--save-stats", action="store_true",
+                   help="write the statistics of the first path (a folder) to the second (.npz)")
+    f.set_defaults(func=_fid)
     return ap
 
 
 def main(argv: list[str] | None = None) -> None:
+    from resgan.metrics.features import FeatureError
+
     args = build_parser().parse_args(argv)
     if getattr(args, "count", 1) < 1:
         sys.exit("error: --count must be at least 1")
     try:
         args.func(args)
     except (FileNotFoundError, OSError) as exc:
+        sys.exit(f"error: {exc}")
+    except FeatureError as exc:
         sys.exit(f"error: {exc}")
     except Exception as exc:
         from mlflow.exceptions import MlflowException

@@ -37,7 +37,8 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    loss: Literal["bce", "hinge"] = "bce"  # bce: the original GAN objective, non-saturating G
+    loss: Literal["bce", "hinge", "wgan-gp"] = "bce"  # bce: original GAN, non-saturating G
+    gp_lambda: float = Field(10.0, ge=0.0)  # wgan-gp: weight of the gradient penalty
     epochs: int = Field(30, ge=1, le=100_000)
     batch_size: int = Field(64, ge=2, le=65_536)  # global: split over the workers
     lr_g: float = Field(2.0e-4, gt=0.0, le=1.0)
@@ -45,7 +46,9 @@ class TrainConfig(_Section):
     beta1: float = Field(0.0, ge=0.0, lt=1.0)  # Adam betas; ResNet-GAN default (0.0, 0.9)
     beta2: float = Field(0.9, ge=0.0, lt=1.0)
     n_dis: int = Field(1, ge=1, le=10)  # D steps per G step
-    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)  # G_ema; ramped up over the first steps
+    ema_halflife_kimg: float = Field(10.0, gt=0.0)  # G_ema half-life, thousands of images
+    ema_rampup: float | None = Field(0.05, gt=0.0)  # half-life <= rampup x images seen; null: off
+    lr_decay: Literal["none", "linear"] = "none"  # linear: to zero over train.epochs
     num_workers: int = Field(2, ge=1, le=1024)  # Ray Train workers (DDP ranks)
     use_gpu: Literal["auto", True, False] = "auto"
     seed: int = Field(0, ge=0)

@@ -33,7 +33,26 @@ def hinge_g(fake: Tensor) -> Tensor:
     return -fake.mean()
 
 
+def wgan_d(real: Tensor, fake: Tensor) -> Tensor:
+    """Wasserstein critic loss: E[D(G(z))] - E[D(x)] (add the gradient penalty)."""
+    return fake.mean() - real.mean()
+
+
+def wgan_g(fake: Tensor) -> Tensor:
+    """Wasserstein generator loss: -E[D(G(z))]."""
+    return -fake.mean()
+
+
+def gradient_penalty(D: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor) -> Tensor:
+    """WGAN-GP: E[(||grad D(x_hat)||_2 - 1)^2] at random points x_hat between real and fake."""
+    eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
+    return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
 LOSSES: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
     "bce": (bce_d, bce_g),
     "hinge": (hinge_d, hinge_g),
+    "wgan-gp": (wgan_d, wgan_g),  # the training loop adds gp_lambda * gradient_penalty
 }

@@ -62,8 +62,13 @@ def save_classifier(net: Classifier, path: str | Path, **info) -> None:
     torch.save({"kwargs": net.kwargs, "state_dict": net.state_dict(), **info}, path)
 
 
-def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> Classifier:
+def load_classifier_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
+    """The classifier (eval mode) and the rest of its file (test_accuracy, resolution)."""
     ckpt = torch.load(path, map_location=device, weights_only=True)
-    net = Classifier(**ckpt["kwargs"])
-    net.load_state_dict(ckpt["state_dict"])
-    return net.to(device).eval()
+    net = Classifier(**ckpt.pop("kwargs"))
+    net.load_state_dict(ckpt.pop("state_dict"))
+    return net.to(device).eval(), ckpt
+
+
+def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> Classifier:
+    return load_classifier_checkpoint(path, device)[0]

@@ -24,9 +24,18 @@ class FeatureError(RuntimeError):
 Extractor = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _inception(weights: str | None, dims: int, device) -> Extractor:
+def load_inception(weights: str | None, dims: int = 2048, device="cpu"):
+    """pytorch-fid's FID InceptionV3 returning the block for ``dims``, in eval mode.
+
+    Weights come from the torch hub cache (where pytorch-fid downloads them when the
+    network allows) or from the file ``weights``.
+    Raises:
+        FeatureError: the weights are not there and cannot be downloaded (one line).
+    """
     from pytorch_fid.inception import InceptionV3
 
+    if dims not in InceptionV3.BLOCK_INDEX_BY_DIM:
+        raise FeatureError(f"Inception dims must be one of {sorted(InceptionV3.BLOCK_INDEX_BY_DIM)}")
     block = InceptionV3.BLOCK_INDEX_BY_DIM[dims]
     hub_before = torch.hub.get_dir()
     tmp = None
@@ -38,7 +47,7 @@ def _inception(weights: str | None, dims: int, device) -> Extractor:
             os.makedirs(os.path.join(tmp.name, "checkpoints"))
             os.symlink(Path(weights).resolve(), os.path.join(tmp.name, "checkpoints", INCEPTION_FILE))
             torch.hub.set_dir(tmp.name)
-        net = InceptionV3([block]).to(device).eval()
+        return InceptionV3([block]).to(device).eval()
     except (urllib.error.URLError, OSError) as exc:
         if isinstance(exc, FeatureError):
             raise
@@ -51,6 +60,10 @@ def _inception(weights: str | None, dims: int, device) -> Extractor:
         torch.hub.set_dir(hub_before)
         if tmp is not None:
             tmp.cleanup()
+
+
+def _inception(weights: str | None, dims: int, device) -> Extractor:
+    net = load_inception(weights, dims, device)
 
     def extract(x: torch.Tensor) -> torch.Tensor:
         x = (x.to(device) + 1) / 2  # pytorch-fid expects [0, 1]; it resizes to 299 itself

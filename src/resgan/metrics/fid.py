@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from pytorch_fid.fid_score import calculate_frechet_distance
+from pytorch_fid.fid_score import calculate_frechet_distance  # noqa: F401 (re-exported)
 
 
 def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ from torchvision.utils import make_grid
 
 from resgan.config import Config
 from resgan.data import load_split
-from resgan.losses import LOSSES
+from resgan.losses import LOSSES, gradient_penalty
 from resgan.metrics.features import build_extractor
 from resgan.metrics.fid import fid_of_generator, load_stats
 from resgan.nets import Discriminator, Generator, sample
@@ -54,6 +54,11 @@ class FidRef:
                       absolute(self.inception_weights))
 
 
+def fid_name(features: str, num_samples: int) -> str:
+    """The name under which a FID is recorded, e.g. ``fid_classifier_n500``."""
+    return f"fid_{features}_n{num_samples}"
+
+
 class RunLogger:
     """Where rank 0 sends metrics and images (an MLflow run; see resgan.tracking)."""
 
@@ -61,15 +66,24 @@ class RunLogger:
     def log_image(self, image: np.ndarray, name: str) -> None: ...
 
 
-def make_ema(G: torch.nn.Module, decay: float) -> AveragedModel:
-    """EMA of G's weights and BN statistics with the usual ramp-up: decay_t =
-    min(decay, (1 + t) / (10 + t)), so short runs are not dominated by the initial weights."""
+def make_ema(G: torch.nn.Module, halflife_kimg: float, rampup: float | None,
+             batch_size: int) -> AveragedModel:
+    """EMA of G's weights and BN statistics, as in StyleGAN2-ADA: a half-life of
+    ``halflife_kimg`` thousand images, limited to ``rampup`` x the images seen so far, so that
+    short runs are not dominated by the early weights. Updated once per G step."""
 
-    def avg(avg_p: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
-        return avg_p * d + p * (1.0 - d)
+    def lerp(avg: list[torch.Tensor], cur: list[torch.Tensor], n: torch.Tensor) -> None:
+        nimg = float(n) * batch_size
+        ema_nimg = halflife_kimg * 1000.0
+        if rampup is not None:
+            ema_nimg = min(ema_nimg, nimg * rampup)
+        beta = 0.5 ** (batch_size / max(ema_nimg, 1e-8))
+        if avg[0].is_floating_point():
+            torch._foreach_lerp_(avg, cur, 1.0 - beta)
+        else:  # integer buffers (BN's num_batches_tracked): follow G
+            torch._foreach_copy_(avg, cur)
 
-    return AveragedModel(G, avg_fn=avg, use_buffers=True)
+    return AveragedModel(G, multi_avg_fn=lerp, use_buffers=True)
 
 
 def build_models(cfg: Config, img_channels: int) -> tuple[Generator, Discriminator]:
@@ -109,7 +123,7 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
     torch.manual_seed(t.seed)  # same initial weights on every rank (DDP also broadcasts them)
     G, D = build_models(cfg, img_channels)
     G, D = G.to(device), D.to(device)
-    G_ema = make_ema(G, t.ema_decay)
+    G_ema = make_ema(G, t.ema_halflife_kimg, t.ema_rampup, t.batch_size)
     opt_G = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
     opt_D = torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
     epoch0, step = 0, 0
@@ -140,8 +154,13 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
         ref = load_stats(fid_ref.stats_path)
     z_dim = cfg.model.z_dim
     state: dict[str, Any] = {}
+    base_lr = {id(opt_G): t.lr_g, id(opt_D): t.lr_d}
     for epoch in range(epoch0 + 1, t.epochs + 1):
         sampler.set_epoch(epoch)
+        if t.lr_decay == "linear":  # derived from the epoch: nothing extra to checkpoint
+            for opt in (opt_G, opt_D):
+                for group in opt.param_groups:
+                    group["lr"] = base_lr[id(opt)] * (1.0 - (epoch - 1) / t.epochs)
         G_t.train()
         D_t.train()
         sums = torch.zeros(2, device=device)  # loss_d, loss_g
@@ -154,6 +173,10 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
                 fake = G_t(z)
             logits = D_t(torch.cat([xb, fake]))
             loss_d = loss_d_fn(logits[: len(xb)], logits[len(xb):])
+            if t.loss == "wgan-gp":
+                # through the unwrapped D: DDP hooks do not support double backward, and the
+                # penalty's gradients still reach D's parameters in the backward below.
+                loss_d = loss_d + t.gp_lambda * gradient_penalty(D, xb, fake)
             opt_D.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_D.step()
@@ -190,8 +213,9 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
                                                   seed=t.seed, device=device)
             print(f"epoch {epoch}/{t.epochs}: " + " ".join(
                 f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"), flush=True)
-            if logger is not None:
-                logger.log_metrics(metrics, step=epoch)
+            if logger is not None:  # a recorded FID names its extractor and sample count
+                logger.log_metrics({fid_name(fid_ref.features, t.fid_samples) if k == "fid" else k: v
+                                    for k, v in metrics.items()}, step=epoch)
                 if epoch % t.sample_every == 0 or epoch == t.epochs:
                     grid = make_grid(sample(ema_G, 64, seed=t.seed + 1, device=device),
                                      nrow=8, normalize=True, value_range=(-1, 1))

@@ -1,0 +1,72 @@
+"""Statistics of a folder of images or an .npz file, for ``resgan fid``.
+
+With Inception features this is pytorch-fid's own code path (the same image loading,
+resizing and pooling), so the FID equals ``python -m pytorch_fid`` on the same inputs.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from resgan.metrics.classifier import load_classifier_checkpoint
+from resgan.metrics.features import FeatureError, extract_all, load_inception
+from resgan.metrics.fid import feature_stats, load_stats
+
+IMAGE_EXTENSIONS = ("bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp")
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FeatureError(f"{folder}: neither a folder of images nor an .npz statistics file")
+    files = sorted(f for ext in IMAGE_EXTENSIONS for f in folder.glob(f"*.{ext}"))
+    if not files:
+        raise FeatureError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def _load_images(files: list[Path], channels: int, resolution: int) -> torch.Tensor:
+    from PIL import Image
+
+    mode = "L" if channels == 1 else "RGB"
+    arr = [np.asarray(Image.open(f).convert(mode).resize((resolution, resolution),
+                                                          Image.BILINEAR), dtype=np.float32)
+           for f in files]
+    x = torch.from_numpy(np.stack(arr)) / 255.0 * 2 - 1
+    return x.unsqueeze(1) if channels == 1 else x.permute(0, 3, 1, 2)
+
+
+def stats_of_path(path: str | Path, *, features: str = "inception", dims: int = 2048,
+                  batch_size: int = 50, device: str = "cpu", num_workers: int = 0,
+                  classifier: str | Path | None = None, inception_weights: str | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """(mu, sigma, number of images or None for an .npz) of a folder or an .npz file."""
+    path = str(path)
+    if path.endswith(".npz"):
+        mu, sigma = load_stats(path)
+        return mu, sigma, None
+    files = image_files(path)
+    if features == "inception":
+        from pytorch_fid.fid_score import calculate_activation_statistics
+
+        if len(files) < dims:
+            warnings.warn(f"{path}: {len(files)} images < {dims} feature dims: the covariance "
+                          "is singular and the FID strongly biased", stacklevel=2)
+        net = load_inception(inception_weights, dims, device)
+        mu, sigma = calculate_activation_statistics(
+            [str(f) for f in files], net, batch_size, dims, device, num_workers)
+        return mu, sigma, len(files)
+    if features == "classifier":
+        if classifier is None:
+            raise FeatureError("--features classifier needs --classifier PATH "
+                               "(prepare writes outputs/prepare/classifier.pt)")
+        net, info = load_classifier_checkpoint(classifier, device)
+        x = _load_images(files, net.kwargs["img_channels"], info.get("resolution", 8))
+        feats = extract_all(lambda b: net.features(b.to(device)), x.split(batch_size))
+        mu, sigma = feature_stats(feats)
+        return mu, sigma, len(files)
+    raise FeatureError(f"unknown features {features!r}; allowed: inception, classifier")
