@@ -28,12 +28,16 @@ def main() -> None:
     G = ckpt_io.generator_from(ckpt_io.load(f"{args.trained}/generator.pt"))
     extractor = build_extractor(e.features, classifier_path=f"{args.prepared}/classifier.pt",
                                 inception_weights=e.inception_weights)
-    fid = fid_of_generator(G, extractor, load_stats(stats_path(args.prepared, e.features)),
-                           e.num_samples, seed=e.seed, batch_size=e.batch_size)
+    ref = load_stats(stats_path(args.prepared, e.features))
+    fid = fid_of_generator(G, extractor, ref, e.num_samples, seed=e.seed, batch_size=e.batch_size)
     prep = read_json(f"{args.prepared}/metrics.json")
+    # FID is biased by the sample count: compare with the floor at the floor's count.
+    fid_at_floor_n = fid_of_generator(G, extractor, ref, prep["floor_samples"], seed=e.seed,
+                                      batch_size=e.batch_size)
     metrics = {"fid": fid, "fid_floor": prep["fid_floor"], "features": e.features,
                "num_samples": e.num_samples, "floor_samples": prep["floor_samples"],
-               "fid_over_floor": fid / prep["fid_floor"]}
+               "fid_at_floor_samples": fid_at_floor_n,
+               "fid_over_floor": fid_at_floor_n / prep["fid_floor"]}
     out = Path(args.out)
     write_json(out / "metrics.json", metrics)
     from torchvision.utils import save_image
@@ -44,10 +48,12 @@ def main() -> None:
     c = tracking.client()
     # The extractor and the sample count are part of every recorded FID's name.
     c.log_metric(run_id, fid_name(e.features, e.num_samples), fid)
+    c.log_metric(run_id, fid_name(e.features, prep["floor_samples"]), fid_at_floor_n)
     c.log_metric(run_id, "floor_" + fid_name(e.features, prep["floor_samples"]), prep["fid_floor"])
     c.log_artifact(run_id, str(out / "samples.png"), artifact_path="eval")
     print(f"evaluate: FID {fid:.3f} ({e.features} features, {e.num_samples} samples); "
-          f"floor {prep['fid_floor']:.3f} ({prep['floor_samples']} held-out images)")
+          f"at {prep['floor_samples']} samples {fid_at_floor_n:.3f} vs the floor "
+          f"{prep['fid_floor']:.3f} ({prep['floor_samples']} held-out images)")
 
 
 if __name__ == "__main__":

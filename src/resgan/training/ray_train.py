@@ -40,10 +40,20 @@ def resolve_use_gpu(setting: str | bool) -> bool:
     return bool(setting)
 
 
+def _quiet_ray_reports() -> None:
+    """Ray Train 2.60 logs every report at INFO from each worker (a logger named after its
+    source file); the loop prints one line per epoch on rank 0 instead."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray version: leave its logging alone
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: rebuild the config, resume from Ray's checkpoint if any, train."""
     cfg = load_config(config["cfg"], "worker config")
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # our own line per epoch suffices
+    _quiet_ray_reports()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
