@@ -96,6 +96,3 @@ def extract_all(extractor: Extractor, batches: Iterable[torch.Tensor]) -> np.nda
     """Run the extractor over batches of images; return N x D float64 features."""
     return np.concatenate([extractor(b).double().cpu().numpy() for b in batches])
 
-
-def batched(x: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
-    return x.split(batch_size)
