@@ -41,6 +41,14 @@ def stats_path(prepared: str | Path, features: str) -> str:
     return f"{prepared}/stats/train-{features}.npz"
 
 
+def monitor_ref(prepared: str | Path):
+    """What tune trials and training measure their per-epoch FID against: the classifier."""
+    from resgan.training.loop import FidRef
+
+    return FidRef(stats_path=stats_path(prepared, "classifier"), features="classifier",
+                  classifier_path=f"{prepared}/classifier.pt")
+
+
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

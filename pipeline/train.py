@@ -12,10 +12,10 @@ import csv
 import time
 from pathlib import Path
 
-from _common import stats_path, read_json, read_params, run, write_json
+from _common import monitor_ref, read_json, read_params, run, write_json
 from resgan import tracking
 from resgan.config import replace
-from resgan.training.loop import FidRef, fid_name
+from resgan.training.loop import fid_name
 
 
 def main() -> None:
@@ -41,8 +41,7 @@ def main() -> None:
           f"workers={cfg.train.num_workers} gpu={use_gpu} mlflow run {run_id}")
     trainer = make_trainer(
         cfg, data_path=f"{args.prepared}/train.npz",
-        fid_ref=FidRef(stats_path=stats_path(args.prepared, "classifier"), features="classifier",
-                       classifier_path=f"{args.prepared}/classifier.pt"),
+        fid_ref=monitor_ref(args.prepared),
         name=f"train-{time.strftime('%Y%m%d-%H%M%S')}", storage=cfg.ray.storage_path,
         num_workers=cfg.train.num_workers, use_gpu=use_gpu, run_id=run_id,
         tracking_uri=tracking.tracking_uri())

@@ -11,9 +11,9 @@ import csv
 import dataclasses
 from pathlib import Path
 
-from _common import stats_path, read_params, run, write_json
+from _common import monitor_ref, read_params, run, write_json
 from resgan import tracking
-from resgan.training.loop import FidRef, fid_name
+from resgan.training.loop import fid_name
 from resgan.training.ray_train import init_ray, resolve_use_gpu
 
 
@@ -31,8 +31,7 @@ def main() -> None:
         "tune": cfg.tune.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json"),
         "model": cfg.model.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json")},
         tags={"resgan.stage": "tune"})
-    fid_ref = FidRef(stats_path=stats_path(args.prepared, "classifier"), features="classifier",
-                     classifier_path=f"{args.prepared}/classifier.pt")
+    fid_ref = monitor_ref(args.prepared)
     try:
         rows = run_search(cfg, data_path=f"{args.prepared}/train.npz", fid_ref=fid_ref,
                           use_gpu=use_gpu, parent_run_id=parent)

@@ -49,8 +49,6 @@ def load_inception(weights: str | None, dims: int = 2048, device="cpu"):
             torch.hub.set_dir(tmp.name)
         return InceptionV3([block]).to(device).eval()
     except (urllib.error.URLError, OSError) as exc:
-        if isinstance(exc, FeatureError):
-            raise
         raise FeatureError(
             f"Inception weights not found and cannot be downloaded ({exc.__class__.__name__}): "
             f"put {INCEPTION_FILE} into {Path(hub_before) / 'checkpoints'} or set "

@@ -109,7 +109,8 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
             torch.distributed process group.
         device: where this worker trains.
         fid_ref: when given, rank 0 measures FID of G_ema every epoch (metric ``fid``).
-        start: a checkpoint state to resume from (epoch, weights, optimizers, EMA, RNG).
+        start: a checkpoint state to resume from (epoch, step, weights, optimizers, EMA);
+            the noise is reseeded from the epoch, not restored.
         logger: rank 0's metric and image sink.
     Returns:
         The final checkpoint state on rank 0, an empty dict elsewhere.
@@ -142,9 +143,10 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
         G_t, D_t = G, D
     loss_d_fn, loss_g_fn = LOSSES[t.loss]
     per_worker = max(1, t.batch_size // world_size)  # train.batch_size is the global batch
-    sampler = DistributedSampler(TensorDataset(x), num_replicas=world_size, rank=rank,
+    dataset = TensorDataset(x)
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank,
                                  shuffle=True, seed=t.seed, drop_last=True)
-    loader = DataLoader(TensorDataset(x), batch_size=per_worker, sampler=sampler, drop_last=True)
+    loader = DataLoader(dataset, batch_size=per_worker, sampler=sampler, drop_last=True)
 
     lead = rank == 0
     extractor, ref = None, None
@@ -154,13 +156,12 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
         ref = load_stats(fid_ref.stats_path)
     z_dim = cfg.model.z_dim
     state: dict[str, Any] = {}
-    base_lr = {id(opt_G): t.lr_g, id(opt_D): t.lr_d}
     for epoch in range(epoch0 + 1, t.epochs + 1):
         sampler.set_epoch(epoch)
         if t.lr_decay == "linear":  # derived from the epoch: nothing extra to checkpoint
-            for opt in (opt_G, opt_D):
+            for opt, lr in ((opt_G, t.lr_g), (opt_D, t.lr_d)):
                 for group in opt.param_groups:
-                    group["lr"] = base_lr[id(opt)] * (1.0 - (epoch - 1) / t.epochs)
+                    group["lr"] = lr * (1.0 - (epoch - 1) / t.epochs)
         G_t.train()
         D_t.train()
         sums = torch.zeros(2, device=device)  # loss_d, loss_g
