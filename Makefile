@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test test-fast plots ui clean
+.PHONY: setup run test test-fast ablation plots ui clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,11 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not ray and not e2e"
+
+# The depth x shortcut ablation (params.yaml `ablation`); report in docs/ablation.md.
+ablation: setup
+	dvc repro prepare
+	$(BIN)/python pipeline/ablation.py
 
 plots: setup
 	dvc plots show

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 from pathlib import Path
 
 from _common import monitor_ref, read_params, run, write_json
@@ -41,23 +40,24 @@ def main() -> None:
         raise
     c = tracking.client()
     c.log_metric(parent, "best_" + fid_name("classifier", cfg.train.fid_samples), best.fid)
-    for key in ("depth", "lr_g", "lr_d"):
-        c.set_tag(parent, f"best.{key}", str(getattr(best, key)))
+    for key, value in best.point.items():
+        c.set_tag(parent, f"best.{key}", str(value))
     tracking.end_run(parent)
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
     with open(f"{args.out}/trials.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=[fl.name for fl in dataclasses.fields(rows[0])])
+        w = csv.DictWriter(f, fieldnames=list(rows[0].flat()))
         w.writeheader()
-        for r in sorted(rows, key=lambda r: (r.depth, r.trial_id)):
-            w.writerow(dataclasses.asdict(r))
+        for r in sorted(rows, key=lambda r: (r.point["depth"], r.trial_id)):
+            w.writerow(r.flat())
     write_json(f"{args.out}/best.json", {
-        "depth": best.depth, "lr_g": best.lr_g, "lr_d": best.lr_d, "fid": best.fid,
+        **best.point, "fid": best.fid,
         "trial_id": best.trial_id, "features": "classifier", "fid_samples": cfg.train.fid_samples,
         "trials": len(rows), "failed": sum(r.status == "failed" for r in rows),
         "stopped": sum(r.status == "stopped" for r in rows), "mlflow_run_id": parent})
-    print(f"tune: {len(rows)} trials; best depth={best.depth} lr_g={best.lr_g:.2e} "
-          f"lr_d={best.lr_d:.2e} fid={best.fid:.3f}")
+    p = best.point
+    print(f"tune: {len(rows)} trials; best depth={p['depth']} lr_g={p['lr_g']:.2e} "
+          f"lr_d={p['lr_d']:.2e} fid={best.fid:.3f}")
 
 
 if __name__ == "__main__":

@@ -55,8 +55,9 @@ def test_tune_two_trials_nested_runs(ray_runtime, tiny_cfg, prepared, mlflow_sto
     rows = run_search(cfg, data_path=str(prepared / "train.npz"), fid_ref=_ref(prepared),
                       use_gpu=False, parent_run_id=parent)
     assert len(rows) == 2
-    assert all(r.status in ("finished", "stopped") and r.depth in (1, 2) for r in rows)
-    assert all(5e-5 <= r.lr_g <= 1e-3 and 5e-5 <= r.lr_d <= 1e-3 for r in rows)
+    assert all(r.status in ("finished", "stopped") and r.point["depth"] in (1, 2) for r in rows)
+    assert all(5e-5 <= r.point["lr_g"] <= 1e-3 and 5e-5 <= r.point["lr_d"] <= 1e-3 for r in rows)
+    assert all(r.images_per_s > 0 for r in rows)
     best = best_trial(rows)
     assert best.fid == min(r.fid for r in rows)
     runs = tracking.client().search_runs(

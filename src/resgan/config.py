@@ -82,6 +82,26 @@ class TuneConfig(_Section):
         return self
 
 
+class AblationConfig(_Section):
+    """The depth x shortcut grid of pipeline/ablation.py: every cell the same data, images
+    seen (epochs x batch), learning rates (train.lr_g, train.lr_d) and extractor."""
+
+    depths: list[int] = Field(default_factory=lambda: [1, 2, 3, 4], min_length=1)
+    residual: list[bool] = Field(default_factory=lambda: [True, False], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    epochs: int = Field(30, ge=1, le=100_000)
+    workers_per_trial: int = Field(1, ge=1, le=1024)
+    max_concurrent: int = Field(2, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _check(self) -> "AblationConfig":
+        if any(d < 1 or d > 8 for d in self.depths):
+            raise ValueError("depths: each depth must be between 1 and 8")
+        if any(s < 0 for s in self.seeds):
+            raise ValueError("seeds: each seed must be >= 0")
+        return self
+
+
 class EvalConfig(_Section):
     features: Literal["classifier", "inception"] = "classifier"
     inception_weights: str | None = None  # a pt_inception-2015-12-05 file; None: torch hub cache
@@ -113,6 +133,7 @@ with warnings.catch_warnings():
         model: ModelConfig = ModelConfig()
         train: TrainConfig = TrainConfig()
         tune: TuneConfig = TuneConfig()
+        ablation: AblationConfig = AblationConfig()
         eval: EvalConfig = EvalConfig()
         register: RegisterConfig = RegisterConfig()
         tracking: TrackingConfig = TrackingConfig()

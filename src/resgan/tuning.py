@@ -2,7 +2,8 @@
 
 Each trial is a Tune function that runs a Ray Train ``TorchTrainer`` with the very same
 per-worker loop as the train stage (``tune.workers_per_trial`` DDP ranks). The search has
-one parent MLflow run; every trial logs into a run nested under it.
+one parent MLflow run; every trial logs into a run nested under it. ``run_trials`` also
+serves the depth x shortcut ablation (a grid, no early stopping; see resgan.ablation).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from resgan import tracking
 from resgan.config import Config, load_config, replace
+from resgan.training.checkpoint import export_generator, load
 from resgan.training.loop import FidRef
 from resgan.training.ray_train import make_trainer, storage_path
 
@@ -37,12 +39,20 @@ def search_space(cfg: Config) -> dict[str, Any]:
     }
 
 
-def trial_config(cfg: Config, point: dict[str, Any]) -> Config:
-    """The train config a trial runs: the search point applied, tune.epochs long."""
-    return replace(cfg, model={"depth": int(point["depth"])},
-                   train={"lr_g": float(point["lr_g"]), "lr_d": float(point["lr_d"]),
-                          "epochs": cfg.tune.epochs,
-                          "checkpoint_every": cfg.tune.epochs, "sample_every": cfg.tune.epochs})
+# What a trial's point may set: key -> (config section, type).
+POINT_KEYS = {"depth": ("model", int), "residual": ("model", bool),
+              "lr_g": ("train", float), "lr_d": ("train", float), "seed": ("train", int)}
+
+
+def trial_config(cfg: Config, point: dict[str, Any], epochs: int) -> Config:
+    """The train config a trial runs: the point applied, ``epochs`` long, one checkpoint."""
+    sections: dict[str, dict[str, Any]] = {
+        "model": {}, "train": {"epochs": epochs, "checkpoint_every": epochs,
+                               "sample_every": epochs}}
+    for key, value in point.items():
+        section, kind = POINT_KEYS[key]
+        sections[section][key] = kind(value)
+    return replace(cfg, **sections)
 
 
 TRIAL_CPU = 0.01  # the trial process only waits for its TorchTrainer (0 is rejected)
@@ -52,13 +62,13 @@ def _trial(config: dict[str, Any], *, base: dict[str, Any], job: dict[str, Any])
     """One Tune trial: a nested MLflow run and a TorchTrainer of the shared loop.
 
     Args:
-        config: the search point (depth, lr_g, lr_d).
+        config: the point (keys of POINT_KEYS).
         base: the validated configuration the point is applied to.
-        job: paths, parent run and resources, the same for every trial.
+        job: paths, parent run, epochs and resources, the same for every trial.
     """
     base_cfg = load_config(base, "trial config")
-    point = {k: config[k] for k in ("depth", "lr_g", "lr_d")}
-    cfg = trial_config(base_cfg, point)
+    point = {k: config[k] for k in POINT_KEYS if k in config}
+    cfg = trial_config(base_cfg, point, job["epochs"])
     os.environ["MLFLOW_TRACKING_URI"] = job["tracking_uri"]  # the trial runs in another cwd
     trial_id = tune.get_context().get_trial_id()
     run_id = None
@@ -69,71 +79,110 @@ def _trial(config: dict[str, Any], *, base: dict[str, Any], job: dict[str, Any])
     trainer = make_trainer(
         cfg, data_path=job["data_path"], fid_ref=FidRef(**job["fid_ref"]),
         name=f"{job['name']}-{trial_id}", storage=job["storage"],
-        num_workers=cfg.tune.workers_per_trial, use_gpu=job["use_gpu"],
-        cpus_per_worker=1.0 - TRIAL_CPU / cfg.tune.workers_per_trial,
+        num_workers=job["workers"], use_gpu=job["use_gpu"],
+        cpus_per_worker=1.0 - TRIAL_CPU / job["workers"],
         run_id=run_id, tracking_uri=job["tracking_uri"], callbacks=[TuneReportCallback()])
-    trainer.fit()  # the driver sets the run's final status: Tune may stop us mid-fit
+    result = trainer.fit()  # the driver sets the run's final status: Tune may stop us mid-fit
+    if job.get("export_dir"):  # the ablation evaluates every trial's final G_ema
+        with result.checkpoint.as_directory() as d:
+            export_generator(load(d), Path(job["export_dir"]) / f"{trial_id}.pt")
 
 
 @dataclass
 class TrialRow:
     trial_id: str
-    depth: int
-    lr_g: float
-    lr_d: float
+    point: dict[str, Any]  # the trial's depth, lr_g, lr_d, ... (keys of POINT_KEYS)
     fid: float  # last FID the trial reported (NaN if none)
     best_fid: float
     epochs: int  # epochs the trial ran before it finished or was stopped
+    images_per_s: float  # mean training speed over its epochs after the first (warm-up)
     status: str  # finished, stopped (by ASHA), failed
+
+    def flat(self) -> dict[str, Any]:
+        """One CSV row: the point's keys as columns."""
+        return {"trial_id": self.trial_id, **self.point, "fid": self.fid,
+                "best_fid": self.best_fid, "epochs": self.epochs,
+                "images_per_s": self.images_per_s, "status": self.status}
 
 
 def run_search(cfg: Config, *, data_path: str, fid_ref: FidRef, use_gpu: bool,
                parent_run_id: str | None, name: str | None = None) -> list[TrialRow]:
     """Run the search; return one row per trial (failed trials included)."""
     t = cfg.tune
-    name = name or f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=t.epochs,
+                              grace_period=t.grace_period, reduction_factor=t.reduction_factor)
+    return run_trials(cfg, search_space(cfg), num_samples=t.num_samples, epochs=t.epochs,
+                      scheduler=scheduler, workers=t.workers_per_trial,
+                      max_concurrent=t.max_concurrent, seed=t.seed, data_path=data_path,
+                      fid_ref=fid_ref, use_gpu=use_gpu, parent_run_id=parent_run_id,
+                      name=name or f"tune-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, epochs: int,
+               scheduler: Any, workers: int, max_concurrent: int, seed: int, data_path: str,
+               fid_ref: FidRef, use_gpu: bool, parent_run_id: str | None, name: str,
+               export_dir: str | None = None) -> list[TrialRow]:
+    """Run one Tune experiment of Ray Train trials over ``param_space``.
+
+    Args:
+        cfg: the base configuration every point is applied to.
+        param_space: Tune's space over keys of POINT_KEYS (choices or grid_search).
+        num_samples, epochs, scheduler: Tune's samples, a trial's length, early stopping
+            (None: every trial runs to the end).
+        workers: Ray Train workers (DDP ranks) per trial.
+        max_concurrent, seed: trials at once (capped by the cluster's CPUs), sampling seed.
+        export_dir: when given, each finished trial writes its final generator there as
+            ``<trial_id>.pt``.
+    Returns:
+        One row per trial, failed trials included.
+    """
     # Trials run in their own working directories: hand them absolute paths.
     job = {"data_path": str(Path(data_path).resolve()), "fid_ref": vars(fid_ref.resolved()),
            "use_gpu": use_gpu, "storage": storage_path(cfg.ray.storage_path), "name": name,
-           "parent_run_id": parent_run_id, "tracking_uri": tracking.tracking_uri()}
+           "parent_run_id": parent_run_id, "tracking_uri": tracking.tracking_uri(),
+           "epochs": epochs, "workers": workers,
+           "export_dir": str(Path(export_dir).resolve()) if export_dir else None}
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=cfg.model_dump(mode="json"), job=job),
         {"cpu": TRIAL_CPU})
     # Each trial's Train workers sit outside Tune's own accounting: start no more trials
     # than the cluster can give workers to, or the extra ones wait on a worker group.
     cpus = ray.cluster_resources().get("CPU", 1.0)
-    concurrent = max(1, min(t.max_concurrent, int(cpus // t.workers_per_trial)))
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=t.epochs,
-                              grace_period=t.grace_period, reduction_factor=t.reduction_factor)
+    concurrent = max(1, min(max_concurrent, int(cpus // workers)))
     tuner = tune.Tuner(
         trainable,
-        param_space=search_space(cfg),
+        param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=t.num_samples,
-            search_alg=BasicVariantGenerator(max_concurrent=concurrent, random_state=t.seed)),
+            metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=num_samples,
+            search_alg=BasicVariantGenerator(max_concurrent=concurrent, random_state=seed)),
         run_config=tune.RunConfig(name=name, storage_path=storage_path(cfg.ray.storage_path),
                                   verbose=1),
     )
     grid = tuner.fit()
     rows = []
     for res in grid:
-        c = res.config
         hist = res.metrics_dataframe
-        fids = [] if hist is None or METRIC not in hist else [float(v) for v in hist[METRIC]]
-        epochs = int(res.metrics.get("training_iteration", 0)) if res.metrics else 0
+        fids = _column(hist, METRIC)
+        speeds = _column(hist, "images_per_s")[1:] or _column(hist, "images_per_s")
+        done = int(res.metrics.get("training_iteration", 0)) if res.metrics else 0
         if res.error is not None:
             status = "failed"
-        elif epochs < t.epochs:
+        elif done < epochs:
             status = "stopped"
         else:
             status = "finished"
+        point = {k: POINT_KEYS[k][1](v) for k, v in res.config.items() if k in POINT_KEYS}
         rows.append(TrialRow(
-            trial_id=_trial_id(res), depth=int(c["depth"]),
-            lr_g=float(c["lr_g"]), lr_d=float(c["lr_d"]),
+            trial_id=_trial_id(res), point=point,
             fid=fids[-1] if fids else math.nan, best_fid=min(fids) if fids else math.nan,
-            epochs=epochs, status=status))
+            epochs=done, images_per_s=sum(speeds) / len(speeds) if speeds else math.nan,
+            status=status))
     _close_trial_runs(cfg.tracking.experiment, parent_run_id, rows)
     return rows
+
+
+def _column(frame, key: str) -> list[float]:
+    return [] if frame is None or key not in frame else [float(v) for v in frame[key]]
 
 
 def _trial_id(res) -> str:

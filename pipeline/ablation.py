@@ -1,0 +1,129 @@
+"""ablation: FID for every model.depth x model.residual x seed of params.yaml's `ablation`.
+
+Every cell trains through the pipeline's own Ray Train loop (one Ray Tune grid, no early
+stopping, `ablation.max_concurrent` cells at once) on the prepared data with the same
+images seen (ablation.epochs x train.batch_size), the same learning rates (train.lr_g,
+train.lr_d) and loss, and is scored with the evaluate stage's extractor and sample count.
+Writes ablation.md (table), ablation.png (FID against depth) and ablation.json to --out,
+and logs them to an MLflow run `ablation` with one nested run per cell.
+
+Needs prepare's outputs: run `dvc repro prepare` first (`make ablation` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from _common import PARAMS, monitor_ref, read_json, read_params, run, stats_path
+from resgan import tracking
+from resgan.ablation import Cell, summarise, write_report
+from resgan.training.loop import fid_name
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default=PARAMS, help="parameter file (default: %(default)s)")
+    ap.add_argument("--prepared", default="outputs/prepare", help="prepare's output folder")
+    ap.add_argument("--out", default="docs", help="report folder (default: %(default)s)")
+    ap.add_argument("--generators", default="outputs/ablation",
+                    help="where every cell's final generator is kept (default: %(default)s)")
+    args = ap.parse_args()
+    cfg = read_params(args.params)
+    a, e = cfg.ablation, cfg.eval
+    if not Path(f"{args.prepared}/train.npz").exists():
+        raise SystemExit(f"error: {args.prepared}/train.npz not found: run `dvc repro prepare` first")
+    from ray import tune  # after validation: imports Ray
+
+    from resgan.metrics.features import build_extractor
+    from resgan.metrics.fid import fid_of_generator, load_stats
+    from resgan.training import checkpoint as ckpt_io
+    from resgan.training.ray_train import init_ray, resolve_use_gpu
+    from resgan.tuning import run_trials
+
+    init_ray()
+    use_gpu = resolve_use_gpu(cfg.train.use_gpu)
+    n_cells = len(a.depths) * len(a.residual) * len(a.seeds)
+    key = fid_name(e.features, e.num_samples)
+    parent = tracking.start_run(cfg.tracking.experiment, "ablation", params={
+        "ablation": a.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json"),
+        "model": cfg.model.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json"),
+        "eval": e.model_dump(mode="json")}, tags={"resgan.stage": "ablation"})
+    print(f"ablation: {n_cells} networks (depths {a.depths} x residual {a.residual} x seeds "
+          f"{a.seeds}), {a.epochs} epochs each, MLflow run {parent}", flush=True)
+    t0 = time.perf_counter()
+    try:
+        rows = run_trials(
+            cfg, {"depth": tune.grid_search(a.depths), "residual": tune.grid_search(a.residual),
+                  "seed": tune.grid_search(a.seeds)},
+            num_samples=1, epochs=a.epochs, scheduler=None, workers=a.workers_per_trial,
+            max_concurrent=a.max_concurrent, seed=0, data_path=f"{args.prepared}/train.npz",
+            fid_ref=monitor_ref(args.prepared), use_gpu=use_gpu, parent_run_id=parent,
+            name=f"ablation-{time.strftime('%Y%m%d-%H%M%S')}", export_dir=args.generators)
+        train_seconds = time.perf_counter() - t0
+
+        # Score every final G_ema exactly as the evaluate stage scores the pipeline's.
+        extractor = build_extractor(e.features, classifier_path=f"{args.prepared}/classifier.pt",
+                                    inception_weights=e.inception_weights)
+        ref = load_stats(stats_path(args.prepared, e.features))
+        c = tracking.client()
+        trial_runs = {r.data.tags.get("resgan.trial_id"): r.info.run_id for r in c.search_runs(
+            [tracking.experiment_id(cfg.tracking.experiment)],
+            filter_string=f"tags.mlflow.parentRunId = '{parent}'")}
+        cells = []
+        for r in rows:
+            path = Path(args.generators) / f"{r.trial_id}.pt"
+            fid = float("nan")
+            if r.status == "finished" and path.exists():
+                G = ckpt_io.generator_from(ckpt_io.load(path))
+                fid = fid_of_generator(G, extractor, ref, e.num_samples, seed=e.seed,
+                                       batch_size=e.batch_size)
+                if r.trial_id in trial_runs:
+                    c.log_metric(trial_runs[r.trial_id], key, fid)
+            cells.append(Cell(depth=r.point["depth"], residual=r.point["residual"],
+                              seed=r.point["seed"], fid=fid, images_per_s=r.images_per_s,
+                              status=r.status if path.exists() else "failed"))
+    except BaseException:
+        tracking.end_run(parent, "FAILED")
+        raise
+    seconds = time.perf_counter() - t0
+    from resgan.machine import describe
+
+    prep = read_json(f"{args.prepared}/metrics.json")
+    images = prep["stats_samples"] // cfg.train.batch_size * cfg.train.batch_size * a.epochs
+    t = cfg.train
+    settings = {
+        "machine": describe(),
+        "data": f"{cfg.data.dataset} at {cfg.data.resolution}px, {prep['stats_samples']} "
+                f"training images (split seed {cfg.data.seed})",
+        "images seen per network": f"{images:,} ({a.epochs} epochs x {images // a.epochs:,})",
+        "fixed": f"loss {t.loss}, lr_g {t.lr_g:g}, lr_d {t.lr_d:g}, betas ({t.beta1}, {t.beta2}), "
+                 f"n_dis {t.n_dis}, batch {t.batch_size}, channels {cfg.model.channels}, "
+                 f"z_dim {cfg.model.z_dim}, EMA half-life {t.ema_halflife_kimg} kimg "
+                 f"(ramp-up {t.ema_rampup})",
+        "fid_name": key,
+        "FID": f"{e.features} features, {e.num_samples} samples of G_ema (seed {e.seed}) "
+               f"against the training split's statistics; the real-data floor at "
+               f"{prep['floor_samples']} images is {prep['fid_floor']:.2f}",
+        "workers per cell": a.workers_per_trial,
+        "cells at once": a.max_concurrent,
+        "wall time": f"{seconds / 60:.1f} min ({train_seconds / 60:.1f} min training)",
+        "command": "make ablation",
+    }
+    paths = write_report(args.out, cells, settings)
+    for p in paths.values():
+        c.log_artifact(parent, str(p), artifact_path="ablation")
+    for s in summarise(cells):
+        tag = f"depth{s.depth}_{'residual' if s.residual else 'plain'}"
+        c.log_metric(parent, f"{key}_mean_{tag}", s.fid_mean)
+        c.log_metric(parent, f"images_per_s_{tag}", s.ips_mean)
+    c.log_metric(parent, "ablation_seconds", seconds)
+    tracking.end_run(parent)
+    print(f"ablation: {n_cells} networks in {seconds / 60:.1f} min; report {paths['md']}")
+    print(paths["md"].read_text().split("## Residual against plain")[0].split("## FID per cell")[1])
+
+
+if __name__ == "__main__":
+    run(main)
