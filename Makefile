@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test test-fast ablation plots ui clean
+.PHONY: setup run test test-fast ablation quality plots ui clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ test-fast: setup
 ablation: setup
 	dvc repro prepare
 	$(BIN)/python pipeline/ablation.py
+
+# The champion against the floor and the best plain network (after run and ablation).
+quality: setup
+	$(BIN)/python pipeline/quality.py
 
 plots: setup
 	dvc plots show

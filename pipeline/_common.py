@@ -10,8 +10,9 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from resgan.config import Config, ConfigError, load_config
-from resgan.metrics.features import FeatureError
+from resgan.config import Config, ConfigError, EvalConfig, load_config
+from resgan.data import DataError
+from resgan.metrics.features import FeatureError, build_extractor
 
 PARAMS = "params.yaml"
 
@@ -31,22 +32,49 @@ def run(main: Callable[[], Any]) -> None:
     """Run a stage's main; turn configuration and input errors into one line and exit 1."""
     try:
         main()
-    except (ConfigError, FeatureError) as exc:
+    except (ConfigError, DataError, FeatureError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
 
 
-def stats_path(prepared: str | Path, features: str) -> str:
-    """Where prepare caches the training split's statistics for an extractor."""
-    return f"{prepared}/stats/train-{features}.npz"
+def features_dir(prepared: str | Path) -> Path:
+    """prepare's extractor and real statistics folder (one DVC out)."""
+    return Path(prepared) / "features"
 
 
-def monitor_ref(prepared: str | Path):
-    """What tune trials and training measure their per-epoch FID against: the classifier."""
+def classifier_path(prepared: str | Path) -> str:
+    return str(features_dir(prepared) / "classifier.pt")
+
+
+def stats_path(prepared: str | Path, features: str, split: str = "train") -> str:
+    """The real statistics prepare made for an extractor (named in features/index.json)."""
+    index_file = features_dir(prepared) / "index.json"
+    try:
+        index = read_json(index_file)
+    except FileNotFoundError:
+        raise FeatureError(f"{index_file} not found: run `dvc repro prepare` first") from None
+    if features not in index:
+        raise FeatureError(f"no {features} statistics in {index_file} (prepared: "
+                           f"{', '.join(index)}): run `dvc repro prepare` after changing eval.features")
+    return str(features_dir(prepared) / index[features][split])
+
+
+def monitor_ref(prepared: str | Path, e: EvalConfig):
+    """What tune trials and training measure their per-epoch FID against: the classifier
+    when the data has labels, else Inception."""
     from resgan.training.loop import FidRef
 
-    return FidRef(stats_path=stats_path(prepared, "classifier"), features="classifier",
-                  classifier_path=f"{prepared}/classifier.pt")
+    if Path(classifier_path(prepared)).is_file():
+        return FidRef(stats_path=stats_path(prepared, "classifier"), features="classifier",
+                      classifier_path=classifier_path(prepared))
+    return FidRef(stats_path=stats_path(prepared, "inception"), features="inception",
+                  inception_weights=e.inception_weights, dims=e.inception_dims)
+
+
+def eval_extractor(prepared: str | Path, e: EvalConfig, name: str | None = None):
+    """The extractor ``name`` (default eval.features) as the evaluate stage builds it."""
+    return build_extractor(name or e.features, classifier_path=classifier_path(prepared),
+                           inception_weights=e.inception_weights, dims=e.inception_dims)
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:

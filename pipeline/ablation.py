@@ -16,7 +16,7 @@ import argparse
 import time
 from pathlib import Path
 
-from _common import PARAMS, monitor_ref, read_json, read_params, run, stats_path
+from _common import PARAMS, eval_extractor, monitor_ref, read_json, read_params, run, stats_path
 from resgan import tracking
 from resgan.ablation import Cell, summarise, write_report
 from resgan.training.loop import fid_name
@@ -30,14 +30,22 @@ def main() -> None:
     ap.add_argument("--out", default="docs", help="report folder (default: %(default)s)")
     ap.add_argument("--generators", default="outputs/ablation",
                     help="where every cell's final generator is kept (default: %(default)s)")
+    ap.add_argument("--render", metavar="JSON",
+                    help="only re-write the report from an earlier run's ablation.json")
     args = ap.parse_args()
+    if args.render:
+        import json
+
+        res = json.loads(Path(args.render).read_text())
+        paths = write_report(args.out, [Cell(**c) for c in res["cells"]], res["settings"])
+        print(f"ablation: report re-written from {args.render}: {paths['md']}")
+        return
     cfg = read_params(args.params)
     a, e = cfg.ablation, cfg.eval
     if not Path(f"{args.prepared}/train.npz").exists():
         raise SystemExit(f"error: {args.prepared}/train.npz not found: run `dvc repro prepare` first")
     from ray import tune  # after validation: imports Ray
 
-    from resgan.metrics.features import build_extractor
     from resgan.metrics.fid import fid_of_generator, load_stats
     from resgan.training import checkpoint as ckpt_io
     from resgan.training.ray_train import init_ray, resolve_use_gpu
@@ -60,13 +68,12 @@ def main() -> None:
                   "seed": tune.grid_search(a.seeds)},
             num_samples=1, epochs=a.epochs, scheduler=None, workers=a.workers_per_trial,
             max_concurrent=a.max_concurrent, seed=0, data_path=f"{args.prepared}/train.npz",
-            fid_ref=monitor_ref(args.prepared), use_gpu=use_gpu, parent_run_id=parent,
+            fid_ref=monitor_ref(args.prepared, e), use_gpu=use_gpu, parent_run_id=parent,
             name=f"ablation-{time.strftime('%Y%m%d-%H%M%S')}", export_dir=args.generators)
         train_seconds = time.perf_counter() - t0
 
         # Score every final G_ema exactly as the evaluate stage scores the pipeline's.
-        extractor = build_extractor(e.features, classifier_path=f"{args.prepared}/classifier.pt",
-                                    inception_weights=e.inception_weights)
+        extractor = eval_extractor(args.prepared, e)
         ref = load_stats(stats_path(args.prepared, e.features))
         c = tracking.client()
         trial_runs = {r.data.tags.get("resgan.trial_id"): r.info.run_id for r in c.search_runs(

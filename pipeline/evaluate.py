@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _common import read_json, read_params, run, stats_path, write_json
+from _common import eval_extractor, read_json, read_params, run, stats_path, write_json
 from resgan import tracking
-from resgan.metrics.features import build_extractor
 from resgan.metrics.fid import fid_of_generator, load_stats
 from resgan.nets import sample
 from resgan.training import checkpoint as ckpt_io
@@ -26,8 +25,7 @@ def main() -> None:
     args = ap.parse_args()
     e = read_params().eval
     G = ckpt_io.generator_from(ckpt_io.load(f"{args.trained}/generator.pt"))
-    extractor = build_extractor(e.features, classifier_path=f"{args.prepared}/classifier.pt",
-                                inception_weights=e.inception_weights)
+    extractor = eval_extractor(args.prepared, e)
     ref = load_stats(stats_path(args.prepared, e.features))
     fid = fid_of_generator(G, extractor, ref, e.num_samples, seed=e.seed, batch_size=e.batch_size)
     prep = read_json(f"{args.prepared}/metrics.json")

@@ -1,6 +1,9 @@
-"""prepare: split the data, train the classifier extractor, cache real statistics, FID floor.
+"""prepare: load and split the data, train the classifier extractor, real statistics, FID floor.
 
-Reads params: data.*, eval.features, eval.inception_weights, eval.classifier_epochs.
+Reads params: data.*, eval.features, eval.inception_weights, eval.inception_dims,
+eval.classifier_epochs, eval.batch_size. Writes the splits, features/ (the classifier, the real statistics of both
+splits per extractor in pytorch-fid's .npz format, cached by key, and index.json naming the
+current ones) and metrics.json (classifier accuracy, FID floor).
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ import time
 
 import torch
 
-from _common import read_params, run, stats_path, write_json
-from resgan.data import load_dataset, save_split, split
+from _common import eval_extractor, features_dir, read_params, run, write_json
+from resgan.config import ConfigError
+from resgan.data import is_labelled, load_dataset, save_split, split
+from resgan.metrics.cache import cached_stats, extractor_key, fingerprint
 from resgan.metrics.classifier import save_classifier, train_classifier
-from resgan.metrics.features import build_extractor, extract_all
-from resgan.metrics.fid import feature_stats, fid_from_features, save_stats
+from resgan.metrics.features import extract_all
+from resgan.metrics.fid import calculate_frechet_distance, feature_stats
 
 
 def main() -> None:
@@ -24,37 +29,57 @@ def main() -> None:
     cfg = read_params()
     d, e = cfg.data, cfg.eval
     t0 = time.perf_counter()
-    x, y = load_dataset(d.dataset, d.resolution)
+    x, y = load_dataset(d.dataset, d.resolution, root=d.root, download=d.download)
+    labelled = is_labelled(y)
+    if not labelled and e.features == "classifier":
+        raise ConfigError(f"eval.features: 'classifier' needs a labelled dataset and "
+                          f"{d.dataset} at {d.root} has no labels; allowed here: inception")
     x_tr, y_tr, x_te, y_te = split(x, y, d.test_fraction, d.seed)
     save_split(f"{args.out}/train.npz", x_tr, y_tr)
     save_split(f"{args.out}/test.npz", x_te, y_te)
-    print(f"prepare: {d.dataset} at {d.resolution}px: {len(x_tr)} train, {len(x_te)} test images")
+    print(f"prepare: {d.dataset} at {d.resolution}px: {len(x_tr)} train, {len(x_te)} test "
+          f"images, {x_tr.shape[1]} channel(s), {'labelled' if labelled else 'no labels'}")
 
-    x_tr, y_tr, x_te, y_te = (torch.from_numpy(a) for a in (x_tr, y_tr, x_te, y_te))
-    net, acc = train_classifier(x_tr, y_tr, x_te, y_te, epochs=e.classifier_epochs, seed=d.seed)
-    save_classifier(net, f"{args.out}/classifier.pt", test_accuracy=acc,
-                    resolution=d.resolution, dataset=d.dataset)
-    print(f"prepare: classifier test accuracy {acc:.4f}")
+    feats = features_dir(args.out)
+    metrics = {"stats_samples": len(x_tr), "floor_samples": len(x_te), "features": e.features}
+    names = [e.features]
+    if labelled:  # the classifier also measures the per-epoch FID of trials and training
+        tr, te = torch.from_numpy(x_tr), torch.from_numpy(x_te)
+        net, acc = train_classifier(tr, torch.from_numpy(y_tr), te, torch.from_numpy(y_te),
+                                    epochs=e.classifier_epochs, seed=d.seed)
+        save_classifier(net, feats / "classifier.pt", test_accuracy=acc,
+                        resolution=d.resolution, dataset=d.dataset)
+        print(f"prepare: classifier test accuracy {acc:.4f}")
+        metrics["classifier_accuracy"] = round(acc, 6)
+        names = list(dict.fromkeys(["classifier", e.features]))
 
-    # Real statistics, once per (dataset split, extractor), in pytorch-fid's .npz format.
-    # The classifier's are always made: trials and training monitor FID with it.
-    floor = None
-    for name in dict.fromkeys(["classifier", e.features]):
-        extractor = build_extractor(name, classifier_path=f"{args.out}/classifier.pt",
-                                    inception_weights=e.inception_weights)
-        feats_tr = extract_all(extractor, x_tr.split(e.batch_size))
-        mu, sigma = feature_stats(feats_tr)
-        save_stats(stats_path(args.out, name), mu, sigma)
+    # Real statistics per (dataset, split, extractor, dims), reused when already computed.
+    data_key = {"dataset": d.dataset, "resolution": d.resolution}
+    index = {}
+    for name in names:
+        ex_key = extractor_key(name, classifier_path=feats / "classifier.pt",
+                               inception_weights=e.inception_weights, dims=e.inception_dims)
+        extractor = None
+        stats = {}
+        for split_name, images in (("train", x_tr), ("test", x_te)):
+            def compute(images=images):
+                nonlocal extractor
+                extractor = extractor or eval_extractor(args.out, e, name)
+                return feature_stats(extract_all(extractor, torch.from_numpy(images).split(e.batch_size)))
+
+            key = {**data_key, "split": split_name, "images": fingerprint(images), **ex_key}
+            stats[split_name], path, reused = cached_stats(feats, key, compute)
+            index.setdefault(name, {"dims": ex_key["dims"]})[split_name] = path.name
+            print(f"prepare: {split_name} statistics, {name} features: "
+                  f"{'reused' if reused else 'computed'} {path.name}")
         if name == e.features:
-            # The floor: held-out real images against the same statistics. No model can be
-            # expected to beat it at the same sample count.
-            floor = fid_from_features(extract_all(extractor, x_te.split(e.batch_size)), mu, sigma)
-            dims = int(feats_tr.shape[1])
+            # The floor: held-out real images against the training statistics. No model
+            # can be expected to beat it at the same sample count.
+            floor = float(calculate_frechet_distance(*stats["test"], *stats["train"]))
+            metrics.update(fid_floor=floor, feature_dims=ex_key["dims"])
+    write_json(feats / "index.json", index)
     print(f"prepare: FID floor {floor:.3f} ({e.features} features, {len(x_te)} held-out images)")
-    write_json(f"{args.out}/metrics.json", {
-        "classifier_accuracy": round(acc, 6), "fid_floor": floor, "floor_samples": len(x_te),
-        "stats_samples": len(x_tr), "features": e.features, "feature_dims": dims,
-        "seconds": round(time.perf_counter() - t0, 2)})
+    write_json(f"{args.out}/metrics.json", {**metrics, "seconds": round(time.perf_counter() - t0, 2)})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """train: Ray Train TorchTrainer (DDP over G and D) with the depth and learning rates from tune.
 
-Reads params: data.*, model.*, train.*, tracking.*, ray.*, and tune's best.json.
+Reads params: data.*, model.*, train.*, eval.inception_weights, eval.inception_dims, tracking.*, ray.*, and tune's best.json.
 Writes the final generator (G_ema) as a DVC out, the per-epoch history (a plot) and the
 MLflow run id for evaluate and register.
 """
@@ -29,7 +29,7 @@ def main() -> None:
     cfg = replace(cfg, model={"depth": best["depth"]},
                   train={"lr_g": best["lr_g"], "lr_d": best["lr_d"]})
     from resgan.training import checkpoint as ckpt_io  # after validation: imports Ray Train
-    from resgan.training.ray_train import init_ray, make_trainer, resolve_use_gpu
+    from resgan.training.ray_train import fit_tracked, init_ray, make_trainer, resolve_use_gpu
 
     init_ray()
     use_gpu = resolve_use_gpu(cfg.train.use_gpu)
@@ -39,25 +39,17 @@ def main() -> None:
                                       best.get("mlflow_run_id", "")})
     print(f"train: depth={cfg.model.depth} lr_g={cfg.train.lr_g:.2e} lr_d={cfg.train.lr_d:.2e} "
           f"workers={cfg.train.num_workers} gpu={use_gpu} mlflow run {run_id}")
+    fid_ref = monitor_ref(args.prepared, cfg.eval)
     trainer = make_trainer(
-        cfg, data_path=f"{args.prepared}/train.npz",
-        fid_ref=monitor_ref(args.prepared),
+        cfg, data_path=f"{args.prepared}/train.npz", fid_ref=fid_ref,
         name=f"train-{time.strftime('%Y%m%d-%H%M%S')}", storage=cfg.ray.storage_path,
         num_workers=cfg.train.num_workers, use_gpu=use_gpu, run_id=run_id,
         tracking_uri=tracking.tracking_uri())
-    t0 = time.perf_counter()
-    try:
-        result = trainer.fit()
-    except BaseException:
-        tracking.end_run(run_id, "FAILED")
-        raise
-    seconds = time.perf_counter() - t0
-    with result.checkpoint.as_directory() as d:
-        state = ckpt_io.load(d)
+    state, seconds = fit_tracked(trainer, run_id)
     out = Path(args.out)
     ckpt_io.export_generator(state, out / "generator.pt")
     # The per-epoch record is the MLflow run (Ray keeps metrics only with checkpoints).
-    fid_key = fid_name("classifier", cfg.train.fid_samples)
+    fid_key = fid_name(fid_ref.features, cfg.train.fid_samples)
     hist = tracking.metric_history(run_id, ["loss_d", "loss_g", fid_key, "images_per_s"])
     for h in hist:
         h["fid"] = h.pop(fid_key, float("nan"))

@@ -1,6 +1,6 @@
 """tune: Ray Tune search over model.depth, train.lr_g, train.lr_d with ASHA on FID.
 
-Reads params: data.*, model.*, train.*, tune.*, eval.features, tracking.*, ray.*.
+Reads params: data.*, model.*, train.*, tune.*, eval.inception_weights, eval.inception_dims, tracking.*, ray.*.
 Writes the chosen point (best.json, read by train) and every trial (trials.csv, a plot).
 """
 
@@ -30,7 +30,7 @@ def main() -> None:
         "tune": cfg.tune.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json"),
         "model": cfg.model.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json")},
         tags={"resgan.stage": "tune"})
-    fid_ref = monitor_ref(args.prepared)
+    fid_ref = monitor_ref(args.prepared, cfg.eval)
     try:
         rows = run_search(cfg, data_path=f"{args.prepared}/train.npz", fid_ref=fid_ref,
                           use_gpu=use_gpu, parent_run_id=parent)
@@ -39,7 +39,7 @@ def main() -> None:
         tracking.end_run(parent, "FAILED")
         raise
     c = tracking.client()
-    c.log_metric(parent, "best_" + fid_name("classifier", cfg.train.fid_samples), best.fid)
+    c.log_metric(parent, "best_" + fid_name(fid_ref.features, cfg.train.fid_samples), best.fid)
     for key, value in best.point.items():
         c.set_tag(parent, f"best.{key}", str(value))
     tracking.end_run(parent)
@@ -52,7 +52,7 @@ def main() -> None:
             w.writerow(r.flat())
     write_json(f"{args.out}/best.json", {
         **best.point, "fid": best.fid,
-        "trial_id": best.trial_id, "features": "classifier", "fid_samples": cfg.train.fid_samples,
+        "trial_id": best.trial_id, "features": fid_ref.features, "fid_samples": cfg.train.fid_samples,
         "trials": len(rows), "failed": sum(r.status == "failed" for r in rows),
         "stopped": sum(r.status == "stopped" for r in rows), "mlflow_run_id": parent})
     p = best.point

@@ -21,6 +21,7 @@ TINY = {
     "train": {"epochs": 2, "batch_size": 32, "num_workers": 2, "fid_samples": 100,
               "checkpoint_every": 1, "sample_every": 1},
     "tune": {"num_samples": 2, "epochs": 2, "grace_period": 1, "depth_choices": [1, 2]},
+    "ablation": {"depths": [1, 2], "seeds": [0], "epochs": 1},
     "eval": {"num_samples": 200, "classifier_epochs": 5},
 }
 

@@ -24,7 +24,7 @@ def test_defaults_and_repo_params_validate():
     ({"data": {"dataset": "imagenet"}}, "data.dataset: Input should be 'digits'"),
     ({"data": {"resolution": 12}}, "data.resolution: Input should be 8, 16, 32 or 64"),
     ({"train": {"lrg": 0.1}}, "train.lrg: unknown key; allowed keys: batch_size"),
-    ({"trian": {}}, "trian: unknown key; allowed keys: data, eval, model"),
+    ({"trian": {}}, "trian: unknown key; allowed keys: ablation, data, eval, model"),
     ({"tune": {"lr_d_range": [1e-3, 1e-4]}}, "tune.lr_d_range: need 0 < low < high"),
     ({"eval": {"features": "clip"}}, "eval.features: Input should be 'classifier' or 'inception'"),
 ])
@@ -42,3 +42,22 @@ def test_replace_revalidates():
     assert replace(cfg, model={"depth": 3}).model.depth == 3
     with pytest.raises(ConfigError, match="model.depth"):
         replace(cfg, model={"depth": 99})
+
+
+def test_cifar10_params_file_is_complete_and_valid():
+    """configs/cifar10.yaml replaces params.yaml as a whole: same keys, valid values."""
+    yaml = YAML(typ="safe")
+    repo = yaml.load((ROOT / "params.yaml").read_text())
+    cifar = yaml.load((ROOT / "configs" / "cifar10.yaml").read_text())
+    assert {s: sorted(v) for s, v in cifar.items()} == {s: sorted(v) for s, v in repo.items()}
+    cfg = load_config(cifar, "configs/cifar10.yaml")
+    assert (cfg.data.dataset, cfg.data.resolution, cfg.train.loss, cfg.train.n_dis) == \
+        ("cifar10", 32, "hinge", 5)
+    assert cfg.eval.features == "inception" and cfg.eval.num_samples == 50_000
+
+
+def test_unknown_dataset_names_the_allowed_ones():
+    with pytest.raises(ConfigError) as err:
+        load_config({"data": {"dataset": "imagenet"}})
+    assert str(err.value) == ("params: data.dataset: Input should be 'digits', 'mnist', "
+                              "'fashion-mnist', 'cifar10' or 'folder' (got 'imagenet')")

@@ -27,7 +27,9 @@ def test_split_is_seeded_stratified_and_round_trips(tmp_path):
 
 
 def test_unknown_dataset():
-    with pytest.raises(ValueError, match="allowed: digits"):
+    from resgan.data import DataError
+
+    with pytest.raises(DataError, match="allowed: digits, mnist, fashion-mnist, cifar10, folder"):
         load_dataset("celeba", 8)
 
 

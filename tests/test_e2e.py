@@ -114,6 +114,45 @@ def test_register_param_reruns_only_register(repo):
     assert _store(repo).get_model_version_by_alias("resgan-b", "champion") is not None
 
 
+def _script(repo, name, *args):
+    out = subprocess.run([sys.executable, f"pipeline/{name}.py", *args], cwd=repo[0],
+                         env=repo[1], capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def test_ablation_and_quality_reports(repo):
+    """make ablation and make quality on the pipeline's own outputs (tiny grid)."""
+    _script(repo, "ablation")
+    docs = repo[0] / "docs"
+    res = json.loads((docs / "ablation.json").read_text())
+    cells = {(c["depth"], c["residual"]) for c in res["cells"]}
+    assert cells == {(1, True), (1, False), (2, True), (2, False)}
+    assert all(c["status"] == "finished" and 0 < c["fid"] < 5000 and c["images_per_s"] > 0
+               for c in res["cells"])
+    md = (docs / "ablation.md").read_text()
+    assert md.count("| 1 | residual |") == 2 and md.count("| 2 | plain |") == 2  # summary + runs
+    assert (docs / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+    c = _store(repo)
+    exp = c.get_experiment_by_name("resgan").experiment_id
+    parent = c.search_runs([exp], "tags.`resgan.stage` = 'ablation'")[0]
+    arts = {a.path for a in c.list_artifacts(parent.info.run_id, "ablation")}
+    assert arts == {"ablation/ablation.md", "ablation/ablation.png", "ablation/ablation.json"}
+    nested = c.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    fids = sorted(r.data.metrics["fid_classifier_n200"] for r in nested)
+    assert fids == pytest.approx(sorted(c["fid"] for c in res["cells"]))
+
+    _script(repo, "quality")
+    q = (docs / "quality.md").read_text()
+    plain_depth = min((s for s in res["summary"] if not s["residual"]),
+                      key=lambda s: s["fid_mean"])["depth"]
+    assert f"| plain | {plain_depth} | plain |" in q and "| champion |" in q
+    for name in ("champion", "plain", "real"):
+        assert (docs / f"samples-{name}.png").read_bytes()[:4] == b"\x89PNG"
+    prep = json.loads((repo[0] / "outputs/prepare/metrics.json").read_text())
+    assert f"| {prep['fid_floor']:.2f} | 1.0 |" in q
+
+
 @pytest.mark.parametrize("section, key, value, stage, expected", [
     ("train", "lr_g", -1.0, "train", "train.lr_g: Input should be greater than 0"),
     ("eval", "num_samples", "many", "evaluate", "eval.num_samples: Input should be a valid integer"),

@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--features", choices=["inception", "classifier"], default="inception",
                    help="feature extractor (default inception)")
     f.add_argument("--classifier", default=None,
-                   help="classifier file for --features classifier (outputs/prepare/classifier.pt)")
+                   help="classifier file for --features classifier (outputs/prepare/features/classifier.pt)")
     f.add_argument("--inception-weights", default=None,
                    help="pt_inception-2015-12-05-6726825d.pth (default: the torch hub cache)")
     f.add_argument("--dims", type=int, default=2048, choices=[64, 192, 768, 2048],

@@ -23,7 +23,10 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    dataset: Literal["digits"] = "digits"  # the embedded scikit-learn digits
+    # digits: embedded in scikit-learn; the others read files under root (see resgan.data)
+    dataset: Literal["digits", "mnist", "fashion-mnist", "cifar10", "folder"] = "digits"
+    root: str = Field("data", min_length=1)  # dataset files; for folder: the image folder
+    download: bool = True  # fetch missing mnist/fashion-mnist/cifar10 files when online
     resolution: Literal[8, 16, 32, 64] = 8  # images are resized to resolution x resolution
     test_fraction: float = Field(0.2, gt=0.0, lt=0.9)  # held out for the FID floor
     seed: int = Field(0, ge=0)  # seeds the train/test split
@@ -105,6 +108,7 @@ class AblationConfig(_Section):
 class EvalConfig(_Section):
     features: Literal["classifier", "inception"] = "classifier"
     inception_weights: str | None = None  # a pt_inception-2015-12-05 file; None: torch hub cache
+    inception_dims: Literal[64, 192, 768, 2048] = 2048  # pytorch-fid's --dims
     num_samples: int = Field(1000, ge=2, le=1_000_000)
     batch_size: int = Field(250, ge=1, le=65_536)
     seed: int = Field(0, ge=0)

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from resgan.data import IMAGE_EXTENSIONS
 from resgan.metrics.classifier import load_classifier_checkpoint
 from resgan.metrics.features import FeatureError, extract_all, load_inception
 from resgan.metrics.fid import feature_stats, load_stats
 
-IMAGE_EXTENSIONS = ("bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp")
 
 
 def image_files(folder: str | Path) -> list[Path]:
@@ -63,7 +63,7 @@ def stats_of_path(path: str | Path, *, features: str = "inception", dims: int = 
     if features == "classifier":
         if classifier is None:
             raise FeatureError("--features classifier needs --classifier PATH "
-                               "(prepare writes outputs/prepare/classifier.pt)")
+                               "(prepare writes outputs/prepare/features/classifier.pt)")
         net, info = load_classifier_checkpoint(classifier, device)
         x = _load_images(files, net.kwargs["img_channels"], info.get("resolution", 8))
         feats = extract_all(lambda b: net.features(b.to(device)), x.split(batch_size))

@@ -44,6 +44,7 @@ class FidRef:
     features: str = "classifier"
     classifier_path: str | None = None
     inception_weights: str | None = None
+    dims: int = 2048  # Inception features only
 
     def resolved(self) -> "FidRef":
         """The same reference with absolute paths (Ray workers run in other directories)."""
@@ -51,7 +52,7 @@ class FidRef:
             return None if p is None or "://" in p else str(Path(p).resolve())
 
         return FidRef(absolute(self.stats_path), self.features, absolute(self.classifier_path),
-                      absolute(self.inception_weights))
+                      absolute(self.inception_weights), self.dims)
 
 
 def fid_name(features: str, num_samples: int) -> str:
@@ -152,7 +153,8 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
     extractor, ref = None, None
     if lead and fid_ref is not None:
         extractor = build_extractor(fid_ref.features, classifier_path=fid_ref.classifier_path,
-                                    inception_weights=fid_ref.inception_weights, device=device)
+                                    inception_weights=fid_ref.inception_weights,
+                                    dims=fid_ref.dims, device=device)
         ref = load_stats(fid_ref.stats_path)
     z_dim = cfg.model.z_dim
     state: dict[str, Any] = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,25 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     fid_ref = FidRef(**config["fid_ref"]) if config.get("fid_ref") else None
     fit(cfg, data_path=config["data_path"], report=report, rank=rank, world_size=world,
         device=device, fid_ref=fid_ref, start=start, logger=logger)
+
+
+def fit_tracked(trainer: TorchTrainer, run_id: str) -> tuple[dict[str, Any], float]:
+    """Run ``trainer``; on any failure mark the MLflow run FAILED and re-raise.
+
+    Returns:
+        (the final checkpoint's state, seconds the fit took).
+    """
+    from resgan import tracking
+
+    t0 = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except BaseException:
+        tracking.end_run(run_id, "FAILED")
+        raise
+    seconds = time.perf_counter() - t0
+    with result.checkpoint.as_directory() as d:
+        return ckpt_io.load(d), seconds
 
 
 def make_trainer(cfg: Config, *, data_path: str, fid_ref: FidRef | None, name: str,

@@ -1,0 +1,234 @@
+"""The on-disk datasets, from tiny files written here in each real format.
+
+IDX (MNIST, Fashion-MNIST), CIFAR-10's pickled python batches, and folders of PNG/JPEG
+images of mixed sizes. Pixel values are chosen so that the loaded images can be checked
+against hand computation; one training step runs on every loader's output.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resgan.config import load_config
+from resgan.data import DataError, is_labelled, load_dataset, save_split, split
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    """The IDX format: magic (0, 0, type 0x08 = ubyte, ndim), big-endian int32 dims, data."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(struct.pack(">BBBB", 0, 0, 0x08, array.ndim))
+        f.write(struct.pack(f">{array.ndim}I", *array.shape))
+        f.write(array.astype(np.uint8).tobytes())
+
+
+def _mnist_files(root, folder: str, n_train: int = 12, n_test: int = 6,
+                 noise: bool = False) -> None:
+    raw = root / folder / "raw"
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 3
+        images = np.zeros((n, 28, 28), np.uint8)
+        images[:] = (labels * 100 + 20)[:, None, None]  # constant images: 20, 120, 220
+        if noise:
+            images += rng.integers(0, 30, size=images.shape, dtype=np.uint8)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+
+
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_idx_datasets(tmp_path, name, folder):
+    _mnist_files(tmp_path, folder)
+    x, y = load_dataset(name, 16, root=tmp_path, download=False)
+    assert x.shape == (18, 1, 16, 16) and x.dtype == np.float32
+    assert y.tolist() == [i % 3 for i in range(12)] + [i % 3 for i in range(6)]
+    expected = (y * 100 + 20) / 255 * 2 - 1  # a constant image stays constant when resized
+    np.testing.assert_allclose(x.reshape(18, -1), np.repeat(expected[:, None], 256, 1), atol=1e-5)
+
+
+def test_missing_files_say_where_to_put_them(tmp_path):
+    with pytest.raises(DataError, match=r"MNIST/raw .*put train-images-idx3-ubyte"):
+        load_dataset("mnist", 8, root=tmp_path, download=False)
+    with pytest.raises(DataError, match=r"data_batch_1.*not found under .*cifar-10-batches-py"):
+        load_dataset("cifar10", 8, root=tmp_path, download=False)
+    with pytest.raises(DataError, match="no images"):
+        load_dataset("folder", 8, root=tmp_path, download=False)
+
+
+def _cifar_files(root, per_batch: int = 4) -> None:
+    """CIFAR-10's python batches: pickled dicts with row-major 3 x 32 x 32 uint8 rows."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for b, name in enumerate(names):
+        labels = [(b * per_batch + i) % 10 for i in range(per_batch)]
+        data = np.zeros((per_batch, 3, 32, 32), np.uint8)
+        data[:, 0] = 255  # red channel full, green = 10 x label, blue zero
+        data[:, 1] = (np.array(labels) * 10)[:, None, None]
+        batch = {"batch_label": name, "labels": labels, "data": data.reshape(per_batch, -1),
+                 "filenames": [f"{name}-{i}.png" for i in range(per_batch)]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+
+
+def test_cifar10_batches(tmp_path):
+    _cifar_files(tmp_path)
+    x, y = load_dataset("cifar10", 32, root=tmp_path, download=False)
+    assert x.shape == (24, 3, 32, 32)
+    assert y.tolist() == [i % 10 for i in range(24)]
+    np.testing.assert_allclose(x[:, 0], 1.0)  # 255 -> +1
+    np.testing.assert_allclose(x[:, 1, 0, 0], y * 10 / 255 * 2 - 1, atol=1e-6)
+    np.testing.assert_allclose(x[:, 2], -1.0)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_cifar_batch_that_runs_code_is_refused(tmp_path):
+    _cifar_files(tmp_path)
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "wb") as f:
+        pickle.dump({"data": _Evil(), "labels": [0]}, f, protocol=2)
+    with pytest.raises(DataError, match="refusing to load posix.system|refusing to load os.system"):
+        load_dataset("cifar10", 32, root=tmp_path, download=False)
+
+
+def _png(path, size, rgb) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, rgb).save(path)
+
+
+def test_folder_with_class_subfolders_is_labelled(tmp_path):
+    _png(tmp_path / "cats" / "a.png", (40, 30), (255, 0, 0))
+    _png(tmp_path / "cats" / "b.PNG", (9, 9), (255, 0, 0))
+    _png(tmp_path / "dogs" / "c.png", (64, 64), (0, 0, 255))
+    Image.new("L", (20, 50), 255).save(tmp_path / "dogs" / "d.jpg")  # greyscale JPEG -> RGB
+    (tmp_path / "dogs" / "notes.txt").write_text("not an image")
+    x, y = load_dataset("folder", 8, root=tmp_path)
+    assert x.shape == (4, 3, 8, 8) and y.tolist() == [0, 0, 1, 1]
+    np.testing.assert_allclose(x[0, :, 4, 4], [1, -1, -1], atol=1e-5)  # red
+    np.testing.assert_allclose(x[2, :, 4, 4], [-1, -1, 1], atol=1e-5)  # blue
+    np.testing.assert_allclose(x[3], 1.0, atol=0.02)  # white JPEG (lossy)
+    assert is_labelled(y)
+
+
+def test_flat_folder_has_no_labels(tmp_path):
+    for i in range(5):
+        _png(tmp_path / f"{i}.png", (12 + i, 12), (50 * i, 0, 0))
+    x, y = load_dataset("folder", 16, root=tmp_path)
+    assert x.shape == (5, 3, 16, 16) and (y == -1).all() and not is_labelled(y)
+    x_tr, y_tr, x_te, y_te = split(x, y, 0.4, seed=0)  # unstratified without labels
+    assert len(x_tr) == 3 and len(x_te) == 2
+
+
+def _one_step(tmp_path, x, y, resolution):
+    """One training epoch of the Ray-free loop on the loaded images (one G and D step)."""
+    from resgan.training.loop import fit
+
+    x_tr, y_tr, _, _ = split(x, y, 0.5, seed=0)
+    save_split(tmp_path / "train.npz", x_tr, y_tr)
+    cfg = load_config({"data": {"resolution": resolution},
+                       "model": {"depth": 1, "channels": 8, "z_dim": 8},
+                       "train": {"epochs": 1, "batch_size": len(x_tr), "num_workers": 1}})
+    reports = []
+    state = fit(cfg, data_path=str(tmp_path / "train.npz"),
+                report=lambda m, s: reports.append(m))
+    assert state["epoch"] == 1 and state["step"] == 1
+    assert np.isfinite(reports[0]["loss_d"]) and np.isfinite(reports[0]["loss_g"])
+    assert state["G_kwargs"]["img_channels"] == x.shape[1]
+
+
+@pytest.mark.parametrize("kind", ["mnist", "cifar10", "folder"])
+def test_one_training_step_on_each_format(tmp_path, kind):
+    data = tmp_path / "data"
+    if kind == "mnist":
+        _mnist_files(data, "MNIST")
+    elif kind == "cifar10":
+        _cifar_files(data)
+    else:
+        for i in range(8):
+            _png(data / f"{i}.png", (20, 20), (30 * i, 255 - 30 * i, 0))
+    x, y = load_dataset(kind, 8, root=data, download=False)
+    _one_step(tmp_path, x, y, 8)
+
+
+def test_classifier_trains_on_a_labelled_set(tmp_path):
+    """Two separable classes from IDX files: the classifier extractor learns them."""
+    from resgan.metrics.classifier import train_classifier
+
+    _mnist_files(tmp_path, "MNIST", n_train=30, n_test=15)
+    x, y = load_dataset("mnist", 8, root=tmp_path, download=False)
+    x_tr, y_tr, x_te, y_te = (torch.from_numpy(a) for a in split(x, y, 0.3, seed=0))
+    net, acc = train_classifier(x_tr, y_tr, x_te, y_te, epochs=30, seed=0)
+    assert acc == 1.0 and net.kwargs["n_classes"] == 3
+
+
+
+def _prepare(workdir, params: dict):
+    """Run the real prepare stage script in ``workdir`` with ``params`` as params.yaml."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    (workdir / "params.yaml").write_text(json.dumps(params))  # JSON is YAML
+    return subprocess.run([sys.executable, str(ROOT / "pipeline" / "prepare.py")],
+                          cwd=workdir, capture_output=True, text=True, timeout=300)
+
+
+def test_prepare_caches_statistics_by_extractor(tmp_path, inception_weights):
+    """Changing the classifier re-computes its statistics and reuses Inception's."""
+    import json
+
+    _mnist_files(tmp_path / "data", "MNIST", n_train=150, n_test=100, noise=True)
+    params = {"data": {"dataset": "mnist", "root": "data", "resolution": 8, "download": False},
+              "eval": {"features": "inception", "inception_weights": str(inception_weights),
+                       "inception_dims": 64, "classifier_epochs": 2}}
+    first = _prepare(tmp_path, params)
+    assert first.returncode == 0, first.stderr
+    feats = tmp_path / "outputs" / "prepare" / "features"
+    index1 = json.loads((feats / "index.json").read_text())
+    assert set(index1) == {"classifier", "inception"} and index1["inception"]["dims"] == 64
+    assert "reused" not in first.stdout
+    params["eval"]["classifier_epochs"] = 3
+    second = _prepare(tmp_path, params)
+    assert second.returncode == 0, second.stderr
+    index2 = json.loads((feats / "index.json").read_text())
+    assert index2["inception"] == index1["inception"]  # same data, same weights: same file
+    assert index2["classifier"]["train"] != index1["classifier"]["train"]
+    assert second.stdout.count("reused") == 2 and second.stdout.count("computed") == 2
+    assert index2["inception"]["train"].startswith("mnist-r8-train-inception64-")
+
+
+def test_prepare_unlabelled_folder(tmp_path, inception_weights):
+    """No labels: the classifier extractor is refused in one line; Inception works."""
+    import json
+
+    rng = np.random.default_rng(0)
+    for i in range(400):
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(
+            (tmp_path / "imgs").mkdir(exist_ok=True) or tmp_path / "imgs" / f"{i}.png")
+    params = {"data": {"dataset": "folder", "root": "imgs", "resolution": 8}}
+    bad = _prepare(tmp_path, params)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines() == [
+        "error: eval.features: 'classifier' needs a labelled dataset and folder at imgs has "
+        "no labels; allowed here: inception"]
+    params["eval"] = {"features": "inception", "inception_weights": str(inception_weights),
+                      "inception_dims": 64}
+    ok = _prepare(tmp_path, params)
+    assert ok.returncode == 0, ok.stderr
+    feats = tmp_path / "outputs" / "prepare" / "features"
+    assert set(json.loads((feats / "index.json").read_text())) == {"inception"}
+    assert not (feats / "classifier.pt").exists()
+    metrics = json.loads((tmp_path / "outputs" / "prepare" / "metrics.json").read_text())
+    assert metrics["floor_samples"] == 80 and 0 < metrics["fid_floor"] < 100
