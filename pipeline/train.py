@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import time
 from pathlib import Path
 
 from _common import monitor_ref, read_json, read_params, run, write_json
@@ -29,23 +28,38 @@ def main() -> None:
     cfg = replace(cfg, model={"depth": best["depth"]},
                   train={"lr_g": best["lr_g"], "lr_d": best["lr_d"]})
     from resgan.training import checkpoint as ckpt_io  # after validation: imports Ray Train
-    from resgan.training.ray_train import fit_tracked, init_ray, make_trainer, resolve_use_gpu
+    from resgan.training.ray_train import (fit_tracked, init_ray, make_trainer, resolve_use_gpu,
+                                           storage_path)
+    from resgan.training.resume import resumable_run, run_key
 
     init_ray()
     use_gpu = resolve_use_gpu(cfg.train.use_gpu)
-    run_id = tracking.start_run(cfg.tracking.experiment, "train",
-                                params=cfg.model_dump(mode="json"),
-                                tags={"resgan.stage": "train", "resgan.tune_run_id":
-                                      best.get("mlflow_run_id", "")})
-    print(f"train: depth={cfg.model.depth} lr_g={cfg.train.lr_g:.2e} lr_d={cfg.train.lr_d:.2e} "
-          f"workers={cfg.train.num_workers} gpu={use_gpu} mlflow run {run_id}")
+    data = f"{args.prepared}/train.npz"
     fid_ref = monitor_ref(args.prepared, cfg.eval)
+    # One Ray run name per configuration: a killed stage, started again, resumes that run.
+    record, interrupted = resumable_run(storage_path(cfg.ray.storage_path), "train",
+                                        run_key(cfg, data, fid_ref))
+    if interrupted:
+        run_id = interrupted["mlflow_run_id"]
+        tracking.client().update_run(run_id, status="RUNNING")
+        print(f"train: resuming the interrupted run {record.name} (MLflow run {run_id}) "
+              "from its newest checkpoint")
+    else:
+        run_id = tracking.start_run(cfg.tracking.experiment, "train",
+                                    params=cfg.model_dump(mode="json"),
+                                    tags={"resgan.stage": "train", "resgan.tune_run_id":
+                                          best.get("mlflow_run_id", ""),
+                                          "resgan.ray_run": record.name})
+        record.write(mlflow_run_id=run_id, complete=False)
+    print(f"train: depth={cfg.model.depth} lr_g={cfg.train.lr_g:.2e} lr_d={cfg.train.lr_d:.2e} "
+          f"workers={cfg.train.num_workers} gpu={use_gpu} ray run {record.name} "
+          f"mlflow run {run_id}", flush=True)
     trainer = make_trainer(
-        cfg, data_path=f"{args.prepared}/train.npz", fid_ref=fid_ref,
-        name=f"train-{time.strftime('%Y%m%d-%H%M%S')}", storage=cfg.ray.storage_path,
+        cfg, data_path=data, fid_ref=fid_ref, name=record.name, storage=cfg.ray.storage_path,
         num_workers=cfg.train.num_workers, use_gpu=use_gpu, run_id=run_id,
-        tracking_uri=tracking.tracking_uri())
+        tracking_uri=tracking.tracking_uri(), max_failures=cfg.train.max_failures)
     state, seconds = fit_tracked(trainer, run_id)
+    record.write(mlflow_run_id=run_id, complete=True)
     out = Path(args.out)
     ckpt_io.export_generator(state, out / "generator.pt")
     # The per-epoch record is the MLflow run (Ray keeps metrics only with checkpoints).

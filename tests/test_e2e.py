@@ -153,6 +153,55 @@ def test_ablation_and_quality_reports(repo):
     assert f"| {prep['fid_floor']:.2f} | 1.0 |" in q
 
 
+def test_killed_train_stage_resumes_from_its_checkpoint(repo):
+    """SIGKILL the whole `dvc repro` process group during `train`; started again it resumes
+    from the newest checkpoint of the same configuration. A changed one starts fresh."""
+    import signal
+    import time
+
+    work, env = repo
+    _set_param(repo, "train", "epochs", 24)
+    _set_param(repo, "train", "checkpoint_every", 2)
+    before = set((work / ".ray_results").glob("train-*"))
+    proc = subprocess.Popen(["dvc", "repro", "train"], cwd=work, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    try:
+        while True:  # two checkpoints of the new run: the first is registered with Ray
+            runs = [d for d in (work / ".ray_results").glob("train-*")
+                    if d.is_dir() and d not in before]
+            newest = runs[0] if runs else None
+            if newest and len(list(newest.glob("checkpoint_*"))) >= 2 and \
+                    (work / ".ray_results" / f"{newest.name}.resgan.json").exists():
+                break
+            assert time.time() < deadline and proc.poll() is None, "no checkpoint before the kill"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    record = json.loads((work / ".ray_results" / f"{newest.name}.resgan.json").read_text())
+    assert record["complete"] is False
+
+    out = _dvc(repo, "repro", "train")
+    assert f"train: resuming the interrupted run {newest.name}" in out.stdout
+    assert "resuming from the checkpoint of epoch" in out.stdout
+    from resgan.training import checkpoint as ckpt_io
+
+    gen = ckpt_io.load(work / "outputs/train/generator.pt")
+    assert gen["epoch"] == 24
+    run_id = (work / "outputs/train/run_id.txt").read_text().strip()
+    assert run_id == record["mlflow_run_id"]  # the same MLflow run, carried on
+    run = _store(repo).get_run(run_id)
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in _store(repo).get_metric_history(run_id, "loss_d")]
+    assert sorted(set(steps)) == list(range(1, 25))  # every epoch, some twice (after resume)
+
+    _set_param(repo, "train", "lr_g", 3e-4)  # another configuration: a fresh run
+    out = _dvc(repo, "repro", "train")
+    assert "resuming" not in out.stdout
+    assert (work / "outputs/train/run_id.txt").read_text().strip() != run_id
+
+
 @pytest.mark.parametrize("section, key, value, stage, expected", [
     ("train", "lr_g", -1.0, "train", "train.lr_g: Input should be greater than 0"),
     ("eval", "num_samples", "many", "evaluate", "eval.num_samples: Input should be a valid integer"),

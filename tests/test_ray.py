@@ -87,3 +87,42 @@ def test_diverging_trial_fails_and_the_search_goes_on(ray_runtime, tiny_cfg, pre
     assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED"]
     with pytest.raises(RuntimeError, match="every trial failed"):
         best_trial(rows)
+
+
+def test_lost_worker_resumes_from_the_checkpoint(ray_runtime, tiny_cfg, prepared, tmp_path):
+    """SIGKILL one real Ray Train worker process mid-training: FailureConfig restarts the
+    worker group, which carries on from the newest checkpoint, not from scratch."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from ray.util.state import list_actors
+
+    from resgan.training.ray_train import make_trainer
+
+    cfg = replace(tiny_cfg, train={"epochs": 24, "checkpoint_every": 2, "sample_every": 24})
+    storage = tmp_path / "ray"
+    trainer = make_trainer(cfg, data_path=str(prepared / "train.npz"), fid_ref=_ref(prepared),
+                           name="lost-worker", storage=str(storage), num_workers=2,
+                           use_gpu=False, max_failures=2)
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(result=trainer.fit()))
+    thread.start()
+    deadline = time.time() + 300
+    # two checkpoints written: the first is surely registered with the controller
+    while len(list((storage / "lost-worker").glob("checkpoint_*"))) < 2:
+        assert time.time() < deadline and thread.is_alive(), "no checkpoint was written"
+        time.sleep(0.2)
+    workers = list_actors(address=ray.get_runtime_context().gcs_address,
+                          filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    assert len(workers) == 2
+    os.kill(workers[0].pid, signal.SIGKILL)
+    thread.join(timeout=600)
+    with out["result"].checkpoint.as_directory() as d:
+        state = ckpt_io.load(d)
+    assert state["epoch"] == 24
+    assert len(state["resumed_from"]) == 1  # one restart, from a checkpoint epoch
+    resumed = state["resumed_from"][0]
+    assert 2 <= resumed < 24 and resumed % 2 == 0
+    assert len(state["rng"]) == 2  # both ranks' RNG states are in the checkpoint

@@ -56,6 +56,7 @@ class TrainConfig(_Section):
     use_gpu: Literal["auto", True, False] = "auto"
     seed: int = Field(0, ge=0)
     checkpoint_every: int = Field(5, ge=1)  # epochs between checkpoints
+    max_failures: int = Field(3, ge=-1)  # Ray Train worker-group restarts (-1: no limit)
     sample_every: int = Field(5, ge=1)  # epochs between sample grids logged to MLflow
     fid_samples: int = Field(500, ge=2, le=1_000_000)  # samples for the per-epoch FID
 

@@ -79,7 +79,8 @@ def metric_history(run_id: str, keys: list[str]) -> list[dict[str, float]]:
     c = client()
     rows: dict[int, dict[str, float]] = {}
     for key in keys:
-        for m in c.get_metric_history(run_id, key):
+        # a resumed run logs the epochs after its checkpoint again: the later value wins
+        for m in sorted(c.get_metric_history(run_id, key), key=lambda m: m.timestamp):
             rows.setdefault(m.step, {"epoch": m.step})[key] = round(m.value, 6)
     return [rows[s] for s in sorted(rows)]
 

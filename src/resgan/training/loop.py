@@ -87,6 +87,32 @@ def make_ema(G: torch.nn.Module, halflife_kimg: float, rampup: float | None,
     return AveragedModel(G, multi_avg_fn=lerp, use_buffers=True)
 
 
+def _rng_state(device: torch.device) -> torch.Tensor:
+    """This process's CPU RNG state, followed by the CUDA one on a GPU (uint8)."""
+    state = torch.get_rng_state()
+    if device.type == "cuda":
+        state = torch.cat([state, torch.cuda.get_rng_state(device)])
+    return state
+
+
+def _set_rng(state: torch.Tensor, device: torch.device) -> None:
+    cpu = torch.get_rng_state()
+    torch.set_rng_state(state[: len(cpu)].clone())
+    if device.type == "cuda" and len(state) > len(cpu):
+        torch.cuda.set_rng_state(state[len(cpu):].clone(), device)
+
+
+def _gather_rng(world_size: int, device: torch.device) -> list[torch.Tensor]:
+    """Every rank's RNG state, for the checkpoint that rank 0 writes."""
+    local = _rng_state(device)
+    if world_size == 1:
+        return [local]
+    comm = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    out = [torch.empty_like(local, device=comm) for _ in range(world_size)]
+    dist.all_gather(out, local.to(comm))
+    return [o.cpu() for o in out]
+
+
 def build_models(cfg: Config, img_channels: int) -> tuple[Generator, Discriminator]:
     m, r = cfg.model, cfg.data.resolution
     G = Generator(z_dim=m.z_dim, channels=m.channels, depth=m.depth, resolution=r,
@@ -110,8 +136,9 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
             torch.distributed process group.
         device: where this worker trains.
         fid_ref: when given, rank 0 measures FID of G_ema every epoch (metric ``fid``).
-        start: a checkpoint state to resume from (epoch, step, weights, optimizers, EMA);
-            the noise is reseeded from the epoch, not restored.
+        start: a checkpoint state to resume from: epoch, step, weights, optimizers, EMA and
+            every rank's RNG state, so that a resumed run continues exactly as an
+            uninterrupted one would (with another world size the noise is reseeded).
         logger: rank 0's metric and image sink.
     Returns:
         The final checkpoint state on rank 0, an empty dict elsewhere.
@@ -128,7 +155,8 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
     G_ema = make_ema(G, t.ema_halflife_kimg, t.ema_rampup, t.batch_size)
     opt_G = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
     opt_D = torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
-    epoch0, step = 0, 0
+    epoch0, step, resumed_from = 0, 0, []
+    torch.manual_seed(t.seed + 1000 * rank)  # different noise per rank
     if start is not None:
         G.load_state_dict(start["G"])
         D.load_state_dict(start["D"])
@@ -136,7 +164,14 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
         opt_G.load_state_dict(start["opt_G"])
         opt_D.load_state_dict(start["opt_D"])
         epoch0, step = start["epoch"], start["step"]
-    torch.manual_seed(t.seed + 1000 * rank + epoch0)  # different noise per rank
+        resumed_from = [*start.get("resumed_from", []), epoch0]
+        rng = start.get("rng", [])
+        if len(rng) == world_size:
+            _set_rng(rng[rank], device)
+        else:  # another world size: new noise streams, still seeded
+            torch.manual_seed(t.seed + 1000 * rank + epoch0)
+        if rank == 0:
+            print(f"resuming from the checkpoint of epoch {epoch0} (step {step})", flush=True)
     if world_size > 1:
         ddp_kw = {"device_ids": [device.index]} if device.type == "cuda" else {}
         G_t, D_t = DDP(G, **ddp_kw), DDP(D, **ddp_kw)
@@ -208,6 +243,8 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
                                 f"loss_d={loss_d_mean}, loss_g={loss_g_mean}")
         metrics = {"epoch": epoch, "loss_d": loss_d_mean, "loss_g": loss_g_mean,
                    "images_per_s": seen * world_size / elapsed}
+        due = epoch % t.checkpoint_every == 0 or epoch == t.epochs
+        rng = _gather_rng(world_size, device) if due else None  # every rank takes part
         ckpt = None
         if lead:
             ema_G = G_ema.module.eval()
@@ -223,9 +260,10 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
                     grid = make_grid(sample(ema_G, 64, seed=t.seed + 1, device=device),
                                      nrow=8, normalize=True, value_range=(-1, 1))
                     logger.log_image(grid.permute(1, 2, 0).numpy(), f"samples/epoch_{epoch:04d}.png")
-            if epoch % t.checkpoint_every == 0 or epoch == t.epochs:
+            if due:
                 state = {
                     "epoch": epoch, "step": step, "config": cfg.model_dump(mode="json"),
+                    "rng": rng, "resumed_from": resumed_from,
                     "G_kwargs": G.kwargs, "D_kwargs": D.kwargs,
                     "G": G.state_dict(), "D": D.state_dict(),
                     "G_ema": G_ema.module.state_dict(), "G_ema_avg": G_ema.state_dict(),
