@@ -77,6 +77,29 @@ def eval_extractor(prepared: str | Path, e: EvalConfig, name: str | None = None)
                            inception_weights=e.inception_weights, dims=e.inception_dims)
 
 
+def open_run(storage: str, stage: str, key: str, start: Callable[[str], str]):
+    """The Ray run name and MLflow run of a resumable stage (see resgan.training.resume).
+
+    An interrupted run of the same key is carried on: its name, its MLflow run (set back
+    to RUNNING). Otherwise ``start(ray_run_name)`` creates the MLflow run.
+    Returns:
+        (the run's record, the MLflow run id, whether it resumes).
+    """
+    from resgan import tracking
+    from resgan.training.resume import resumable_run
+
+    record, interrupted = resumable_run(storage, stage, key)
+    if interrupted:
+        run_id = interrupted["mlflow_run_id"]
+        tracking.client().update_run(run_id, status="RUNNING")
+        print(f"{stage}: resuming the interrupted run {record.name} (MLflow run {run_id})",
+              flush=True)
+        return record, run_id, True
+    run_id = start(record.name)
+    record.write(mlflow_run_id=run_id, complete=False)
+    return record, run_id, False
+
+
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

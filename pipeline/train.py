@@ -11,7 +11,7 @@ import argparse
 import csv
 from pathlib import Path
 
-from _common import monitor_ref, read_json, read_params, run, write_json
+from _common import monitor_ref, open_run, read_json, read_params, run, write_json
 from resgan import tracking
 from resgan.config import replace
 from resgan.training.loop import fid_name
@@ -30,27 +30,20 @@ def main() -> None:
     from resgan.training import checkpoint as ckpt_io  # after validation: imports Ray Train
     from resgan.training.ray_train import (fit_tracked, init_ray, make_trainer, resolve_use_gpu,
                                            storage_path)
-    from resgan.training.resume import resumable_run, run_key
+    from resgan.training.resume import run_key
 
     init_ray()
     use_gpu = resolve_use_gpu(cfg.train.use_gpu)
     data = f"{args.prepared}/train.npz"
     fid_ref = monitor_ref(args.prepared, cfg.eval)
-    # One Ray run name per configuration: a killed stage, started again, resumes that run.
-    record, interrupted = resumable_run(storage_path(cfg.ray.storage_path), "train",
-                                        run_key(cfg, data, fid_ref))
-    if interrupted:
-        run_id = interrupted["mlflow_run_id"]
-        tracking.client().update_run(run_id, status="RUNNING")
-        print(f"train: resuming the interrupted run {record.name} (MLflow run {run_id}) "
-              "from its newest checkpoint")
-    else:
-        run_id = tracking.start_run(cfg.tracking.experiment, "train",
-                                    params=cfg.model_dump(mode="json"),
-                                    tags={"resgan.stage": "train", "resgan.tune_run_id":
-                                          best.get("mlflow_run_id", ""),
-                                          "resgan.ray_run": record.name})
-        record.write(mlflow_run_id=run_id, complete=False)
+    # One Ray run name per configuration: a killed stage, started again, resumes that run
+    # from its newest checkpoint.
+    record, run_id, _ = open_run(
+        storage_path(cfg.ray.storage_path), "train", run_key(cfg, data, fid_ref),
+        lambda name: tracking.start_run(
+            cfg.tracking.experiment, "train", params=cfg.model_dump(mode="json"),
+            tags={"resgan.stage": "train", "resgan.ray_run": name,
+                  "resgan.tune_run_id": best.get("mlflow_run_id", "")}))
     print(f"train: depth={cfg.model.depth} lr_g={cfg.train.lr_g:.2e} lr_d={cfg.train.lr_d:.2e} "
           f"workers={cfg.train.num_workers} gpu={use_gpu} ray run {record.name} "
           f"mlflow run {run_id}", flush=True)

@@ -10,7 +10,7 @@ import argparse
 import csv
 from pathlib import Path
 
-from _common import monitor_ref, read_params, run, write_json
+from _common import monitor_ref, open_run, read_params, run, write_json
 from resgan import tracking
 from resgan.training.loop import fid_name
 from resgan.training.ray_train import init_ray, resolve_use_gpu
@@ -22,22 +22,31 @@ def main() -> None:
     ap.add_argument("--out", default="outputs/tune", help="output folder")
     args = ap.parse_args()
     cfg = read_params()
-    from resgan.tuning import best_trial, run_search  # after validation: imports Ray Tune
+    from resgan.training.ray_train import storage_path  # after validation: imports Ray
+    from resgan.training.resume import run_key
+    from resgan.tuning import best_trial, run_search
 
     init_ray()
     use_gpu = resolve_use_gpu(cfg.train.use_gpu)
-    parent = tracking.start_run(cfg.tracking.experiment, "tune", params={
-        "tune": cfg.tune.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json"),
-        "model": cfg.model.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json")},
-        tags={"resgan.stage": "tune"})
     fid_ref = monitor_ref(args.prepared, cfg.eval)
+    data = f"{args.prepared}/train.npz"
+    # One Tune experiment name per configuration: a killed stage, started again, restores
+    # the experiment; finished trials are not run again.
+    record, parent, resumed = open_run(
+        storage_path(cfg.ray.storage_path), "tune",
+        run_key(cfg, data, fid_ref, cfg.tune.model_dump(mode="json")),
+        lambda name: tracking.start_run(cfg.tracking.experiment, "tune", params={
+            "tune": cfg.tune.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json"),
+            "model": cfg.model.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json")},
+            tags={"resgan.stage": "tune", "resgan.ray_run": name}))
     try:
-        rows = run_search(cfg, data_path=f"{args.prepared}/train.npz", fid_ref=fid_ref,
-                          use_gpu=use_gpu, parent_run_id=parent)
+        rows = run_search(cfg, data_path=data, fid_ref=fid_ref, use_gpu=use_gpu,
+                          parent_run_id=parent, name=record.name, restore=resumed)
         best = best_trial(rows)
     except BaseException:
         tracking.end_run(parent, "FAILED")
         raise
+    record.write(mlflow_run_id=parent, complete=True)
     c = tracking.client()
     c.log_metric(parent, "best_" + fid_name(fid_ref.features, cfg.train.fid_samples), best.fid)
     for key, value in best.point.items():

@@ -202,6 +202,52 @@ def test_killed_train_stage_resumes_from_its_checkpoint(repo):
     assert (work / "outputs/train/run_id.txt").read_text().strip() != run_id
 
 
+def test_killed_tune_stage_restores_the_experiment(repo):
+    """SIGKILL `dvc repro tune` after its first trial finished; started again, Tune restores
+    the experiment and does not run the finished trial again."""
+    import signal
+    import time
+
+    work, env = repo
+    _set_param(repo, "tune", "num_samples", 3)
+    _set_param(repo, "tune", "max_concurrent", 1)
+    env = {**env, "TUNE_GLOBAL_CHECKPOINT_S": "0"}  # Tune saves its state on every step
+    before = set((work / ".ray_results").glob("tune-*"))
+    proc = subprocess.Popen(["dvc", "repro", "tune"], cwd=work, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    try:
+        while True:  # the second trial's Train run started: the first one has finished
+            trial_runs = [d for d in (work / ".ray_results").glob("tune-*-*_0000*")
+                          if d.is_dir() and d not in before]
+            if len(trial_runs) >= 2:
+                break
+            assert time.time() < deadline and proc.poll() is None, "no trial finished"
+            time.sleep(0.2)
+        time.sleep(2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    exp = [d for d in (work / ".ray_results").glob("tune-*") if d.is_dir() and d not in before
+           and (work / ".ray_results" / f"{d.name}.resgan.json").exists()]
+    assert len(exp) == 1
+    record = json.loads((work / ".ray_results" / f"{exp[0].name}.resgan.json").read_text())
+
+    out = _dvc(repo, "repro", "tune")
+    assert f"tune: resuming the interrupted run {exp[0].name}" in out.stdout
+    trials = (work / "outputs/tune/trials.csv").read_text().splitlines()
+    assert len(trials) == 4  # header + 3 trials
+    c = _store(repo)
+    exp_id = c.get_experiment_by_name("resgan").experiment_id
+    nested = c.search_runs([exp_id], f"tags.mlflow.parentRunId = '{record['mlflow_run_id']}'")
+    started = {}
+    for r in nested:
+        started[r.data.tags["resgan.trial_id"]] = started.get(r.data.tags["resgan.trial_id"], 0) + 1
+    assert len(started) == 3
+    first = sorted(started)[0]
+    assert started[first] == 1  # the trial that finished before the kill ran once
+
+
 @pytest.mark.parametrize("section, key, value, stage, expected", [
     ("train", "lr_g", -1.0, "train", "train.lr_g: Input should be greater than 0"),
     ("eval", "num_samples", "many", "evaluate", "eval.num_samples: Input should be a valid integer"),

@@ -106,8 +106,9 @@ class TrialRow:
 
 
 def run_search(cfg: Config, *, data_path: str, fid_ref: FidRef, use_gpu: bool,
-               parent_run_id: str | None, name: str | None = None) -> list[TrialRow]:
-    """Run the search; return one row per trial (failed trials included)."""
+               parent_run_id: str | None, name: str | None = None,
+               restore: bool = False) -> list[TrialRow]:
+    """Run the search (or restore the interrupted experiment ``name``); one row per trial."""
     t = cfg.tune
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=t.epochs,
                               grace_period=t.grace_period, reduction_factor=t.reduction_factor)
@@ -115,13 +116,13 @@ def run_search(cfg: Config, *, data_path: str, fid_ref: FidRef, use_gpu: bool,
                       scheduler=scheduler, workers=t.workers_per_trial,
                       max_concurrent=t.max_concurrent, seed=t.seed, data_path=data_path,
                       fid_ref=fid_ref, use_gpu=use_gpu, parent_run_id=parent_run_id,
-                      name=name or f"tune-{time.strftime('%Y%m%d-%H%M%S')}")
+                      name=name or f"tune-{time.strftime('%Y%m%d-%H%M%S')}", restore=restore)
 
 
 def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, epochs: int,
                scheduler: Any, workers: int, max_concurrent: int, seed: int, data_path: str,
                fid_ref: FidRef, use_gpu: bool, parent_run_id: str | None, name: str,
-               export_dir: str | None = None) -> list[TrialRow]:
+               export_dir: str | None = None, restore: bool = False) -> list[TrialRow]:
     """Run one Tune experiment of Ray Train trials over ``param_space``.
 
     Args:
@@ -133,6 +134,9 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
         max_concurrent, seed: trials at once (capped by the cluster's CPUs), sampling seed.
         export_dir: when given, each finished trial writes its final generator there as
             ``<trial_id>.pt``.
+        restore: carry on the experiment ``name`` in Ray's storage when there is one
+            (Tune's experiment restore: finished and failed trials are not run again,
+            unfinished ones start again).
     Returns:
         One row per trial, failed trials included.
     """
@@ -149,15 +153,20 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
     # than the cluster can give workers to, or the extra ones wait on a worker group.
     cpus = ray.cluster_resources().get("CPU", 1.0)
     concurrent = max(1, min(max_concurrent, int(cpus // workers)))
-    tuner = tune.Tuner(
-        trainable,
-        param_space=param_space,
-        tune_config=tune.TuneConfig(
-            metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=num_samples,
-            search_alg=BasicVariantGenerator(max_concurrent=concurrent, random_state=seed)),
-        run_config=tune.RunConfig(name=name, storage_path=storage_path(cfg.ray.storage_path),
-                                  verbose=1),
-    )
+    exp_path = f"{storage_path(cfg.ray.storage_path).rstrip('/')}/{name}"
+    if restore and tune.Tuner.can_restore(exp_path):
+        tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True,
+                                   resume_errored=False, restart_errored=False)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=num_samples,
+                search_alg=BasicVariantGenerator(max_concurrent=concurrent, random_state=seed)),
+            run_config=tune.RunConfig(name=name, storage_path=storage_path(cfg.ray.storage_path),
+                                      verbose=1),
+        )
     grid = tuner.fit()
     rows = []
     for res in grid:
