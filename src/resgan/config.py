@@ -54,6 +54,8 @@ class TrainConfig(_Section):
     lr_decay: Literal["none", "linear"] = "none"  # linear: to zero over train.epochs
     num_workers: int = Field(2, ge=1, le=1024)  # Ray Train workers (DDP ranks)
     use_gpu: Literal["auto", True, False] = "auto"
+    # bf16 autocast + channels-last; auto: on CUDA only (true also on the CPU, for tests)
+    mixed_precision: Literal["auto", True, False] = "auto"
     seed: int = Field(0, ge=0)
     checkpoint_every: int = Field(5, ge=1)  # epochs between checkpoints
     max_failures: int = Field(3, ge=-1)  # Ray Train worker-group restarts (-1: no limit)

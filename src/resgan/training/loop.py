@@ -151,7 +151,14 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
     img_channels = x.shape[1]
     torch.manual_seed(t.seed)  # same initial weights on every rank (DDP also broadcasts them)
     G, D = build_models(cfg, img_channels)
-    G, D = G.to(device), D.to(device)
+    # GPU path: bf16 autocast (no loss scaling needed) and channels-last convolutions.
+    fast = t.mixed_precision is True or (t.mixed_precision == "auto" and device.type == "cuda")
+    memory_format = torch.channels_last if fast else torch.contiguous_format
+    G, D = G.to(device, memory_format=memory_format), D.to(device, memory_format=memory_format)
+
+    def autocast():
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=fast)
+
     G_ema = make_ema(G, t.ema_halflife_kimg, t.ema_rampup, t.batch_size)
     opt_G = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
     opt_D = torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
@@ -205,16 +212,17 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
         n_d = n_g = seen = 0
         t0 = time.perf_counter()
         for (xb,) in loader:
-            xb = xb.to(device, non_blocking=True)
+            xb = xb.to(device, non_blocking=True, memory_format=memory_format)
             z = torch.randn(len(xb), z_dim, device=device)
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 fake = G_t(z)
-            logits = D_t(torch.cat([xb, fake]))
-            loss_d = loss_d_fn(logits[: len(xb)], logits[len(xb):])
+            with autocast():
+                logits = D_t(torch.cat([xb, fake.to(xb.dtype)]))
+                loss_d = loss_d_fn(logits[: len(xb)].float(), logits[len(xb):].float())
             if t.loss == "wgan-gp":
-                # through the unwrapped D: DDP hooks do not support double backward, and the
-                # penalty's gradients still reach D's parameters in the backward below.
-                loss_d = loss_d + t.gp_lambda * gradient_penalty(D, xb, fake)
+                # in float32, through the unwrapped D: DDP hooks do not support double
+                # backward, and the penalty's gradients still reach D's parameters below.
+                loss_d = loss_d + t.gp_lambda * gradient_penalty(D, xb, fake.float())
             opt_D.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_D.step()
@@ -224,7 +232,8 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
             step += 1
             if step % t.n_dis == 0:
                 z = torch.randn(len(xb), z_dim, device=device)
-                loss_g = loss_g_fn(D_t(G_t(z)))
+                with autocast():
+                    loss_g = loss_g_fn(D_t(G_t(z)).float())
                 opt_G.zero_grad(set_to_none=True)
                 loss_g.backward()  # also fills D's grads; opt_D.zero_grad clears them
                 opt_G.step()
