@@ -66,42 +66,15 @@ def mlflow_store(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def inception_weights(tmp_path_factory):
-    """A weights file for pytorch-fid's FID Inception, made offline.
-
-    The architecture is built exactly as pytorch_fid.inception.fid_inception_v3 builds it
-    (which would then download the published weights). Batch-norm statistics are set from a
-    few real digit batches so that the features are informative, not degenerate.
-    """
-    from pytorch_fid import inception as I
-
+    """A weights file for pytorch-fid's FID Inception, made offline (random weights with
+    batch-norm statistics from 64 real digits: informative features, meaningless values)."""
     from resgan.data import load_dataset
+    from resgan.metrics.features import INCEPTION_FILE, save_offline_inception
 
-    torch.manual_seed(0)
-    net = I._inception_v3(num_classes=1008, aux_logits=False, weights=None)
-    net.Mixed_5b = I.FIDInceptionA(192, pool_features=32)
-    net.Mixed_5c = I.FIDInceptionA(256, pool_features=64)
-    net.Mixed_5d = I.FIDInceptionA(288, pool_features=64)
-    net.Mixed_6b = I.FIDInceptionC(768, channels_7x7=128)
-    net.Mixed_6c = I.FIDInceptionC(768, channels_7x7=160)
-    net.Mixed_6d = I.FIDInceptionC(768, channels_7x7=160)
-    net.Mixed_6e = I.FIDInceptionC(768, channels_7x7=192)
-    net.Mixed_7b = I.FIDInceptionE_1(1280)
-    net.Mixed_7c = I.FIDInceptionE_2(2048)
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None  # cumulative average over the calibration batches
     x, _ = load_dataset("digits", 8)
-    x = torch.from_numpy(x[:64]).repeat(1, 3, 1, 1)
-    net.train()
-    with torch.no_grad():
-        for xb in x.split(32):
-            net(torch.nn.functional.interpolate((xb + 1) / 2, size=(299, 299), mode="bilinear"))
-    net.eval()
     home = tmp_path_factory.mktemp("torch_home")
-    path = home / "hub" / "checkpoints" / "pt_inception-2015-12-05-6726825d.pth"
-    path.parent.mkdir(parents=True)
-    torch.save(net.state_dict(), path)
-    return path
+    return save_offline_inception(home / "hub" / "checkpoints" / INCEPTION_FILE,
+                                  torch.from_numpy(x[:64]))
 
 
 def gaussian_feats(n: int, d: int, mean: float, std: float, seed: int) -> np.ndarray:

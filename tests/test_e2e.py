@@ -27,7 +27,11 @@ def _merge(base, over):
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    work = tmp_path_factory.mktemp("e2e") / "repo"
+    return _make_repo(tmp_path_factory.mktemp("e2e") / "repo")
+
+
+def _make_repo(work):
+    """A copy of the project with tiny params, its own git and DVC, the embedded store."""
     work.mkdir()
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(ROOT / name, work / name)
@@ -273,3 +277,96 @@ def test_bad_input_fails_in_one_line_and_loses_nothing(repo, section, key, value
         assert (repo[0] / "outputs/train/generator.pt").exists()
     finally:
         p.write_text(good)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on loopback: SQL backend, served artifacts, basic auth."""
+    import time
+    import urllib.request
+
+    port = _free_port()
+    (tmp_path / "auth.ini").write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{tmp_path / 'auth.db'}\nadmin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini"),
+           "MLFLOW_AUTH_ADMIN_PASSWORD": "a-test-only-secret"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--app-name", "basic-auth",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts")],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            assert proc.poll() is None and time.time() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+    yield url, ("admin", "a-test-only-secret"), tmp_path
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_pipeline_tracks_to_an_mlflow_server_with_basic_auth(tmp_path, mlflow_server):
+    """MLFLOW_TRACKING_URI at a real server: the whole pipeline tracks and registers there,
+    nothing goes to the embedded store, and a request without valid credentials cannot write."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    url, (user, password), server_dir = mlflow_server
+
+    def create_experiment(auth: str | None) -> int:
+        req = urllib.request.Request(f"{url}/api/2.0/mlflow/experiments/create",
+                                     data=json.dumps({"name": "intruder"}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        if auth:
+            req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+        try:
+            return urllib.request.urlopen(req, timeout=10).status
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    assert create_experiment(None) == 401
+    assert create_experiment(f"{user}:wrong") == 401
+
+    work, env = _make_repo(tmp_path / "repo")
+    env = {**env, "MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": user,
+           "MLFLOW_TRACKING_PASSWORD": password}
+    out = subprocess.run(["dvc", "repro"], cwd=work, env=env, capture_output=True, text=True,
+                         timeout=1500)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert not (work / "mlruns").exists()  # the embedded store was never touched
+
+    from mlflow import MlflowClient
+
+    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = user, password
+    try:
+        c = MlflowClient(tracking_uri=url, registry_uri=url)
+        champ = c.get_model_version_by_alias("resgan", "champion")
+        run_id = (work / "outputs/train/run_id.txt").read_text().strip()
+        assert champ.run_id == run_id
+        run = c.get_run(run_id)
+        assert "fid_classifier_n200" in run.data.metrics and run.info.status == "FINISHED"
+        assert {a.path for a in c.list_artifacts(run_id, "samples")} >= {"samples/epoch_0002.png"}
+        tune_runs = c.search_runs([c.get_experiment_by_name("resgan").experiment_id],
+                                  "tags.`resgan.stage` = 'tune'")
+        assert len(tune_runs) == 1
+    finally:
+        del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+    # the artifacts went through the server into its artifact store
+    assert list((server_dir / "artifacts").rglob("epoch_0002.png"))

@@ -60,6 +60,43 @@ def load_inception(weights: str | None, dims: int = 2048, device="cpu"):
             tmp.cleanup()
 
 
+def save_offline_inception(path: str | Path, images: torch.Tensor) -> Path:
+    """Write a stand-in for pytorch-fid's Inception weights file, made without a download.
+
+    The network is built exactly as ``pytorch_fid.inception.fid_inception_v3`` builds it,
+    with random weights; its batch-norm statistics are set from ``images`` (N x C x H x W in
+    [-1, 1]) so that the features are informative rather than degenerate. FID values with
+    it are not comparable with published ones; the code path is the real one. For tests
+    and benchmarks on machines that cannot download the published file.
+    """
+    from pytorch_fid import inception as I
+
+    torch.manual_seed(0)
+    net = I._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+    net.Mixed_5b = I.FIDInceptionA(192, pool_features=32)
+    net.Mixed_5c = I.FIDInceptionA(256, pool_features=64)
+    net.Mixed_5d = I.FIDInceptionA(288, pool_features=64)
+    net.Mixed_6b = I.FIDInceptionC(768, channels_7x7=128)
+    net.Mixed_6c = I.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6d = I.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6e = I.FIDInceptionC(768, channels_7x7=192)
+    net.Mixed_7b = I.FIDInceptionE_1(1280)
+    net.Mixed_7c = I.FIDInceptionE_2(2048)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average over the calibration batches
+    x = images if images.shape[1] == 3 else images.repeat(1, 3, 1, 1)
+    net.train()
+    with torch.no_grad():
+        for xb in x.split(32):
+            net(torch.nn.functional.interpolate((xb + 1) / 2, size=(299, 299), mode="bilinear"))
+    net.eval()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+    return path
+
+
 def _inception(weights: str | None, dims: int, device) -> Extractor:
     net = load_inception(weights, dims, device)
 
