@@ -30,15 +30,17 @@ def plain(cfg, data: str, threads: int) -> tuple[float, float]:
     torch.set_num_threads(threads)
     speeds = []
     t0 = time.perf_counter()
-    fit(cfg, data_path=data, report=lambda m, s: speeds.append(m["images_per_s"]))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    fit(cfg, data_path=data, report=lambda m, s: speeds.append(m["images_per_s"]), device=device)
     return statistics.fmean(speeds[1:]), time.perf_counter() - t0
 
 
 def ray_train(cfg, data: str, workers: int, storage: str) -> tuple[float, float]:
-    from resgan.training.ray_train import make_trainer
+    from resgan.training.ray_train import make_trainer, resolve_use_gpu
 
     trainer = make_trainer(cfg, data_path=data, fid_ref=None, name=f"bench-{workers}w-{time.time():.0f}",
-                           storage=storage, num_workers=workers, use_gpu=False)
+                           storage=storage, num_workers=workers,
+                           use_gpu=resolve_use_gpu(cfg.train.use_gpu))
     t0 = time.perf_counter()
     result = trainer.fit()
     wall = time.perf_counter() - t0

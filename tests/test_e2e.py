@@ -299,7 +299,8 @@ def mlflow_server(tmp_path):
         f"database_uri = sqlite:///{tmp_path / 'auth.db'}\nadmin_username = admin\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
     env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini"),
-           "MLFLOW_AUTH_ADMIN_PASSWORD": "a-test-only-secret"}
+           "MLFLOW_AUTH_ADMIN_PASSWORD": "a-test-only-secret",
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex()}  # CSRF key of the auth app
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", "--app-name", "basic-auth",

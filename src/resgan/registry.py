@@ -99,7 +99,9 @@ def register(generator_path: str | Path, *, run_id: str, model_name: str,
         c.create_registered_model(model_name)
     except MlflowException:
         pass  # already there
-    mv = c.create_model_version(model_name, source=model_uri, run_id=run_id)
+    # a tracking server needs the logged model's id beside its models:/ source
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    mv = c.create_model_version(model_name, source=model_uri, run_id=run_id, model_id=model_id)
     tags = {"fid": repr(float(evaluation["fid"])), "features": evaluation["features"],
             "num_samples": str(evaluation["num_samples"]), "git_commit": commit,
             "fid_floor": repr(float(evaluation.get("fid_floor", math.nan)))}
