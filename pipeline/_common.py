@@ -12,7 +12,9 @@ from ruamel.yaml import YAML
 
 from resgan.config import Config, ConfigError, EvalConfig, load_config
 from resgan.data import DataError
-from resgan.metrics.features import FeatureError, build_extractor
+from resgan.metrics.features import FeatureError
+from resgan.metrics.scoring import (  # noqa: F401 (re-exported for the stage scripts)
+    classifier_path, features_dir, prepared_extractor, stats_path)
 
 PARAMS = "params.yaml"
 
@@ -35,28 +37,17 @@ def run(main: Callable[[], Any]) -> None:
     except (ConfigError, DataError, FeatureError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
-
-
-def features_dir(prepared: str | Path) -> Path:
-    """prepare's extractor and real statistics folder (one DVC out)."""
-    return Path(prepared) / "features"
-
-
-def classifier_path(prepared: str | Path) -> str:
-    return str(features_dir(prepared) / "classifier.pt")
-
-
-def stats_path(prepared: str | Path, features: str, split: str = "train") -> str:
-    """The real statistics prepare made for an extractor (named in features/index.json)."""
-    index_file = features_dir(prepared) / "index.json"
-    try:
-        index = read_json(index_file)
-    except FileNotFoundError:
-        raise FeatureError(f"{index_file} not found: run `dvc repro prepare` first") from None
-    if features not in index:
-        raise FeatureError(f"no {features} statistics in {index_file} (prepared: "
-                           f"{', '.join(index)}): run `dvc repro prepare` after changing eval.features")
-    return str(features_dir(prepared) / index[features][split])
+    except Exception as exc:
+        # A bounded wait for Ray resources that ran out (resgan.training.ray_train); looked
+        # up only where a stage imported Ray, so stages without Ray do not import it.
+        ray_train = sys.modules.get("resgan.training.ray_train")
+        registry = sys.modules.get("resgan.registry")  # a promotion lock not freed in time
+        known = tuple(getattr(m, n) for m, n in ((ray_train, "ResourceWaitError"),
+                                                  (registry, "RegistryError")) if m is not None)
+        if not isinstance(exc, known):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 def monitor_ref(prepared: str | Path, e: EvalConfig):
@@ -64,17 +55,17 @@ def monitor_ref(prepared: str | Path, e: EvalConfig):
     when the data has labels, else Inception."""
     from resgan.training.loop import FidRef
 
-    if Path(classifier_path(prepared)).is_file():
+    if classifier_path(prepared).is_file():
         return FidRef(stats_path=stats_path(prepared, "classifier"), features="classifier",
-                      classifier_path=classifier_path(prepared))
+                      classifier_path=str(classifier_path(prepared)))
     return FidRef(stats_path=stats_path(prepared, "inception"), features="inception",
                   inception_weights=e.inception_weights, dims=e.inception_dims)
 
 
 def eval_extractor(prepared: str | Path, e: EvalConfig, name: str | None = None):
     """The extractor ``name`` (default eval.features) as the evaluate stage builds it."""
-    return build_extractor(name or e.features, classifier_path=classifier_path(prepared),
-                           inception_weights=e.inception_weights, dims=e.inception_dims)
+    return prepared_extractor(prepared, name or e.features, inception_weights=e.inception_weights,
+                              dims=e.inception_dims)
 
 
 def open_run(storage: str, stage: str, key: str, start: Callable[[str], str]):

@@ -16,7 +16,7 @@ import argparse
 import time
 from pathlib import Path
 
-from _common import PARAMS, eval_extractor, monitor_ref, read_json, read_params, run, stats_path
+from _common import PARAMS, monitor_ref, read_json, read_params, run
 from resgan import tracking
 from resgan.ablation import Cell, summarise, write_report
 from resgan.training.loop import fid_name
@@ -46,7 +46,7 @@ def main() -> None:
         raise SystemExit(f"error: {args.prepared}/train.npz not found: run `dvc repro prepare` first")
     from ray import tune  # after validation: imports Ray
 
-    from resgan.metrics.fid import fid_of_generator, load_stats
+    from resgan.metrics.scoring import Scorer
     from resgan.training import checkpoint as ckpt_io
     from resgan.training.ray_train import init_ray, resolve_use_gpu
     from resgan.tuning import run_trials
@@ -73,8 +73,7 @@ def main() -> None:
         train_seconds = time.perf_counter() - t0
 
         # Score every final G_ema exactly as the evaluate stage scores the pipeline's.
-        extractor = eval_extractor(args.prepared, e)
-        ref = load_stats(stats_path(args.prepared, e.features))
+        scorer = Scorer.from_eval(args.prepared, e)
         c = tracking.client()
         trial_runs = {r.data.tags.get("resgan.trial_id"): r.info.run_id for r in c.search_runs(
             [tracking.experiment_id(cfg.tracking.experiment)],
@@ -85,8 +84,7 @@ def main() -> None:
             fid = float("nan")
             if r.status == "finished" and path.exists():
                 G = ckpt_io.generator_from(ckpt_io.load(path))
-                fid = fid_of_generator(G, extractor, ref, e.num_samples, seed=e.seed,
-                                       batch_size=e.batch_size)
+                fid = scorer.score(G).fid
                 if r.trial_id in trial_runs:
                     c.log_metric(trial_runs[r.trial_id], key, fid)
             cells.append(Cell(depth=r.point["depth"], residual=r.point["residual"],

@@ -1,7 +1,9 @@
-"""evaluate: FID of the EMA generator against the cached real statistics.
+"""evaluate: FID of the EMA generator against the cached real statistics, with its noise.
 
-Reads params: eval.*. Writes metrics (fid, fid_floor, extractor, sample counts) for
-`dvc metrics show`, a sample grid, and logs both to the train run in MLflow.
+Reads params: eval.*. Writes metrics (fid = the mean over eval.repeats sample seeds, fid_std
+their spread, fid_floor, the ratio to the floor at the floor's sample count) for
+`dvc metrics show`, the full score with its scoring protocol (score.json, read by register),
+a sample grid, and logs them to the train run in MLflow.
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _common import eval_extractor, read_json, read_params, run, stats_path, write_json
+from _common import read_json, read_params, run, write_json
 from resgan import tracking
-from resgan.metrics.fid import fid_of_generator, load_stats
+from resgan.metrics.scoring import Scorer
 from resgan.nets import sample
 from resgan.training import checkpoint as ckpt_io
 from resgan.training.loop import fid_name
@@ -25,19 +27,19 @@ def main() -> None:
     args = ap.parse_args()
     e = read_params().eval
     G = ckpt_io.generator_from(ckpt_io.load(f"{args.trained}/generator.pt"))
-    extractor = eval_extractor(args.prepared, e)
-    ref = load_stats(stats_path(args.prepared, e.features))
-    fid = fid_of_generator(G, extractor, ref, e.num_samples, seed=e.seed, batch_size=e.batch_size)
+    scorer = Scorer.from_eval(args.prepared, e)
+    score = scorer.score(G)
     prep = read_json(f"{args.prepared}/metrics.json")
     # FID is biased by the sample count: compare with the floor at the floor's count.
-    fid_at_floor_n = fid_of_generator(G, extractor, ref, prep["floor_samples"], seed=e.seed,
-                                      batch_size=e.batch_size)
-    metrics = {"fid": fid, "fid_floor": prep["fid_floor"], "features": e.features,
-               "num_samples": e.num_samples, "floor_samples": prep["floor_samples"],
-               "fid_at_floor_samples": fid_at_floor_n,
-               "fid_over_floor": fid_at_floor_n / prep["fid_floor"]}
+    at_floor = scorer.with_samples(prep["floor_samples"]).score(G)
+    metrics = {"fid": score.fid, "fid_std": score.fid_std, "fid_floor": prep["fid_floor"],
+               "features": e.features, "num_samples": e.num_samples, "repeats": e.repeats,
+               "floor_samples": prep["floor_samples"], "fid_at_floor_samples": at_floor.fid,
+               "fid_over_floor": at_floor.fid / prep["fid_floor"],
+               "protocol": score.protocol.id}
     out = Path(args.out)
     write_json(out / "metrics.json", metrics)
+    write_json(out / "score.json", score.as_dict())
     from torchvision.utils import save_image
 
     save_image(sample(G, 64, seed=e.seed), out / "samples.png", nrow=8, normalize=True,
@@ -45,13 +47,18 @@ def main() -> None:
     run_id = (Path(args.trained) / "run_id.txt").read_text().strip()
     c = tracking.client()
     # The extractor and the sample count are part of every recorded FID's name.
-    c.log_metric(run_id, fid_name(e.features, e.num_samples), fid)
-    c.log_metric(run_id, fid_name(e.features, prep["floor_samples"]), fid_at_floor_n)
+    name = fid_name(e.features, e.num_samples)
+    c.log_metric(run_id, name, score.fid)
+    c.log_metric(run_id, name.replace("fid_", "fid_std_", 1), score.fid_std)
+    c.log_metric(run_id, fid_name(e.features, prep["floor_samples"]), at_floor.fid)
     c.log_metric(run_id, "floor_" + fid_name(e.features, prep["floor_samples"]), prep["fid_floor"])
+    for k, v in score.protocol.tags().items():
+        c.set_tag(run_id, k, v)
     c.log_artifact(run_id, str(out / "samples.png"), artifact_path="eval")
-    print(f"evaluate: FID {fid:.3f} ({e.features} features, {e.num_samples} samples); "
-          f"at {prep['floor_samples']} samples {fid_at_floor_n:.3f} vs the floor "
-          f"{prep['fid_floor']:.3f} ({prep['floor_samples']} held-out images)")
+    print(f"evaluate: FID {score.fid:.3f} ± {score.fid_std:.3f} over {e.repeats} sample seeds "
+          f"({e.features} features, {e.num_samples} samples); at {prep['floor_samples']} "
+          f"samples {at_floor.fid:.3f} vs the floor {prep['fid_floor']:.3f} "
+          f"({prep['floor_samples']} held-out images); protocol {score.protocol.id}")
 
 
 if __name__ == "__main__":

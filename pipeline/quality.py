@@ -16,7 +16,7 @@ import argparse
 import time
 from pathlib import Path
 
-from _common import PARAMS, eval_extractor, monitor_ref, read_json, read_params, run, stats_path
+from _common import PARAMS, monitor_ref, read_json, read_params, run
 from resgan import tracking
 from resgan.config import load_config, replace
 from resgan.training.loop import fid_name
@@ -44,7 +44,7 @@ def main() -> None:
     from resgan.ablation import best_plain
     from resgan.data import load_split
     from resgan.machine import describe
-    from resgan.metrics.fid import fid_of_generator, load_stats
+    from resgan.metrics.scoring import Scorer
     from resgan.nets import sample
     from resgan.training import checkpoint as ckpt_io
     from resgan.training.ray_train import fit_tracked, init_ray, make_trainer, resolve_use_gpu
@@ -72,16 +72,15 @@ def main() -> None:
 
     prep = read_json(f"{args.prepared}/metrics.json")
     n_floor = prep["floor_samples"]
-    extractor = eval_extractor(args.prepared, e)
-    ref = load_stats(stats_path(args.prepared, e.features))
+    scorer = Scorer.from_eval(args.prepared, e)  # as the evaluate stage scores
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for label, state in (("champion", champ_state), ("plain", plain_state)):
         G = ckpt_io.generator_from(state)
         c = load_config(state["config"], label)
-        fid_floor_n = fid_of_generator(G, extractor, ref, n_floor, seed=e.seed, batch_size=e.batch_size)
-        fid_n = fid_of_generator(G, extractor, ref, e.num_samples, seed=e.seed, batch_size=e.batch_size)
+        fid_floor_n = scorer.with_samples(n_floor).score(G).fid
+        fid_n = scorer.score(G).fid
         images = prep["stats_samples"] // c.train.batch_size * c.train.batch_size * c.train.epochs
         rows.append({"model": label, "depth": c.model.depth, "residual": c.model.residual,
                      "images": images, "fid_floor_n": fid_floor_n, "fid_n": fid_n,

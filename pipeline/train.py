@@ -44,6 +44,7 @@ def main() -> None:
             cfg.tracking.experiment, "train", params=cfg.model_dump(mode="json"),
             tags={"resgan.stage": "train", "resgan.ray_run": name,
                   "resgan.tune_run_id": best.get("mlflow_run_id", "")}))
+    tracking.log_dataset(run_id, data, f"{cfg.data.dataset}-r{cfg.data.resolution}-train")
     print(f"train: depth={cfg.model.depth} lr_g={cfg.train.lr_g:.2e} lr_d={cfg.train.lr_d:.2e} "
           f"workers={cfg.train.num_workers} gpu={use_gpu} ray run {record.name} "
           f"mlflow run {run_id}", flush=True)
@@ -70,7 +71,9 @@ def main() -> None:
     ips = sum(speeds) / len(speeds)
     summary = {"epochs": int(state["epoch"]), "images_per_s": round(ips, 1),
                "train_seconds": round(seconds, 1), "num_workers": cfg.train.num_workers,
-               "final_fid_monitor": hist[-1]["fid"], "depth": cfg.model.depth}
+               "final_fid_monitor": hist[-1]["fid"], "depth": cfg.model.depth,
+               "residual": cfg.model.residual, "lr_g": cfg.train.lr_g, "lr_d": cfg.train.lr_d,
+               "mlflow_run_id": run_id}  # from `dvc exp show` to the MLflow run
     write_json(out / "metrics.json", summary)
     c = tracking.client()
     c.log_metric(run_id, "train_seconds", seconds)

@@ -100,6 +100,11 @@ def test_whole_pipeline(repo):
     assert float(champ.tags["fid"]) == pytest.approx(ev["fid"])
     train_run = c.get_run((repo[0] / "outputs/train/run_id.txt").read_text().strip())
     assert "fid_classifier_n200" in train_run.data.metrics
+    assert train_run.data.tags["resgan.dvc_exp"] == "workspace"
+    assert train_run.data.tags["protocol.id"] == ev["protocol"] == champ.tags["protocol.id"]
+    assert ev["repeats"] == 5 and 0 < ev["fid_std"] < ev["fid"]
+    score = json.loads((repo[0] / "outputs/eval/score.json").read_text())
+    assert score["fid"] == pytest.approx(sum(score["fid_per_seed"]) / 5)
     trials = (repo[0] / "outputs/tune/trials.csv").read_text().splitlines()
     assert trials[0].startswith("trial_id,depth") and len(trials) == 3
 
@@ -110,6 +115,61 @@ def test_whole_pipeline(repo):
 
 def test_nothing_changed_runs_nothing(repo):
     assert _ran(_dvc(repo, "repro")) == []
+
+
+def _git(repo, *args):
+    out = subprocess.run(["git", *args], cwd=repo[0], env=repo[1], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_queued_experiment_runs_in_a_temporary_copy_and_registers_into_the_workspace(repo):
+    """Commit the baseline's results (small metrics in git, big outs in DVC's cache), queue an
+    experiment that changes only a register param, run the queue: only `register` runs, in
+    DVC's temporary copy, and the version lands in the workspace's store, tagged with the
+    experiment's name and commit; `dvc exp show` lists the experiment with its metrics."""
+    import time
+
+    work, env = repo
+    tracked = _git(repo, "status", "--porcelain", "--untracked-files=all")
+    assert "outputs/eval/metrics.json" in tracked and "generator.pt" not in tracked
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
+    head = _git(repo, "rev-parse", "HEAD").strip()
+    before = len(_store(repo).search_model_versions("name='resgan'"))
+
+    _dvc(repo, "exp", "run", "--queue", "-n", "margin-zero", "-S", "register.min_improvement=0.0")
+    _dvc(repo, "queue", "start", "-j", "1")
+    deadline = time.time() + 900
+    while True:
+        status = _dvc(repo, "queue", "status").stdout
+        if "margin-zero" in status and not any(s in status for s in ("Queued", "Running")):
+            break
+        assert time.time() < deadline, f"the queue did not finish in 900 s:\n{status}"
+        time.sleep(3)
+    assert "Success" in status, status + "".join(
+        p.read_text()[-3000:] for p in (work / ".dvc/tmp/exps/run").rglob("*.out"))
+    log = "".join(p.read_text() for p in (work / ".dvc/tmp/exps/run").rglob("*.out"))
+    ran = [line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")]
+    assert ran == ["register"], log[-3000:]
+
+    c = _store(repo)
+    versions = c.search_model_versions("name='resgan'")
+    assert len(versions) == before + 1  # in the workspace's store, not the copy's
+    new = max(versions, key=lambda v: int(v.version))
+    assert new.tags["resgan.dvc_exp"] == "margin-zero" and new.tags["git_commit"] == head
+
+    shown = json.loads(_dvc(repo, "exp", "show", "--json").stdout)
+    exps = {r["name"]: r["data"] for e in shown for x in (e.get("experiments") or [])
+            for r in x["revs"]}
+    data = exps["margin-zero"]
+    assert data["params"]["params.yaml"]["data"]["register"]["min_improvement"] == 0.0
+    fid = data["metrics"]["outputs/eval/metrics.json"]["data"]["fid"]
+    baseline = next(e for e in shown if e["rev"] not in ("workspace",))["data"]
+    assert fid == baseline["metrics"]["outputs/eval/metrics.json"]["data"]["fid"]  # not re-run
+    decision = data["metrics"]["outputs/register/decision.json"]["data"]
+    assert decision["version"] == str(new.version) and decision["min_improvement"] == 0.0
 
 
 def test_register_param_reruns_only_register(repo):
@@ -256,7 +316,7 @@ def test_killed_tune_stage_restores_the_experiment(repo):
     ("train", "lr_g", -1.0, "train", "train.lr_g: Input should be greater than 0"),
     ("eval", "num_samples", "many", "evaluate", "eval.num_samples: Input should be a valid integer"),
     ("data", "dataset", "imagenet", "prepare", "data.dataset: Input should be 'digits'"),
-    ("register", "nickname", "x", "register", "register.nickname: unknown key; allowed keys: model_name"),
+    ("register", "nickname", "x", "register", "register.nickname: unknown key; allowed keys: lock_timeout_s, min_improvement, model_name"),
 ])
 def test_bad_input_fails_in_one_line_and_loses_nothing(repo, section, key, value, stage, expected):
     p = repo[0] / "params.yaml"

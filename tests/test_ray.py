@@ -126,3 +126,109 @@ def test_lost_worker_resumes_from_the_checkpoint(ray_runtime, tiny_cfg, prepared
     resumed = state["resumed_from"][0]
     assert 2 <= resumed < 24 and resumed % 2 == 0
     assert len(state["rng"]) == 2  # both ranks' RNG states are in the checkpoint
+
+
+@pytest.fixture
+def cpus_taken(ray_runtime):
+    """All the cluster's CPUs held by a placement group, as the leaked groups of trials that
+    ASHA stopped held them when another Ray instance broke the cleaner's address lookup."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    pg = placement_group([{"CPU": ray.cluster_resources()["CPU"]}])
+    ray.get(pg.ready(), timeout=60)
+    yield
+    remove_placement_group(pg)
+
+
+def test_train_workers_wait_is_bounded(cpus_taken, tiny_cfg, prepared, tmp_path, monkeypatch):
+    """No CPU for the workers: fit_bounded fails with one clear line after the bound."""
+    import time
+
+    from resgan.training.ray_train import ResourceWaitError, fit_bounded, make_trainer
+
+    monkeypatch.setenv("RESGAN_WORKER_WAIT_S", "3")
+    monkeypatch.delenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", raising=False)  # restored after
+    trainer = make_trainer(tiny_cfg, data_path=str(prepared / "train.npz"), fid_ref=_ref(prepared),
+                           name="starved", storage=str(tmp_path / "ray"), num_workers=1,
+                           use_gpu=False)
+    t0 = time.monotonic()
+    with pytest.raises(ResourceWaitError) as err:
+        fit_bounded(trainer)
+    assert time.monotonic() - t0 < 60
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith("waited 3 s for the 1 Ray Train worker(s) (1 CPU each) of run starved;")
+    assert "the cluster has 0 of 2 CPUs free (set RESGAN_WORKER_WAIT_S" in msg
+
+
+def _tune_alone(tmp_path, fn, resources):
+    from ray import tune
+
+    from resgan.tuning import WaitBounds, raise_wait_error
+
+    tuner = tune.Tuner(tune.with_resources(fn, resources),
+                       run_config=tune.RunConfig(name="bounded", storage_path=str(tmp_path),
+                                                 verbose=0, callbacks=[WaitBounds("bounded")]))
+    raise_wait_error(tuner.fit())  # as run_trials does
+
+
+def test_tune_trial_wait_is_bounded(cpus_taken, tmp_path, monkeypatch):
+    """A trial that cannot start (Tune would wait forever) ends the search in one line."""
+    from resgan.training.ray_train import ResourceWaitError
+
+    monkeypatch.setenv("RESGAN_TRIAL_WAIT_S", "3")
+    with pytest.raises(ResourceWaitError) as err:
+        _tune_alone(tmp_path, lambda config: None, {"cpu": 0.01})
+    msg = str(err.value)
+    assert msg.startswith("waited 3 s for 0.01 CPU to start Tune trial ") and "\n" not in msg
+    assert msg.endswith("of bounded; the cluster has 0 of 2 CPUs free (set RESGAN_TRIAL_WAIT_S "
+                        "to wait longer)")
+
+
+def test_trial_whose_workers_waited_in_vain_ends_the_search(ray_runtime, tmp_path):
+    """The next trials would only wait as long again: the search stops with that line."""
+    from resgan.training.ray_train import ResourceWaitError
+
+    def starved(config):  # a local function: Ray ships it by value (this module is not
+        from resgan.training.ray_train import ResourceWaitError  # importable by workers)
+
+        raise ResourceWaitError("waited 1 s for the workers of run x; the cluster has 0 CPUs")
+
+    with pytest.raises(ResourceWaitError, match=r"^waited 1 s for the workers of run x; "):
+        _tune_alone(tmp_path, starved, {"cpu": 0.01})
+
+
+def test_stage_ray_is_found_by_its_own_address_beside_another(ray_runtime):
+    """Two Ray instances on one machine (this test's and the stage's): a nested actor of the
+    stage's job uses the state API without an address and gets its own cluster."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import ray
+from resgan.training.ray_train import init_ray
+init_ray()
+
+@ray.remote(num_cpus=0)
+class Probe:
+    def look(self):
+        import os
+        from ray.util.state import list_actors
+        return os.environ["RAY_ADDRESS"], len(list_actors())
+
+@ray.remote(num_cpus=0, runtime_env={"env_vars": {"X": "1"}})  # as Ray Train's controller
+class Parent:
+    def probe(self):
+        return ray.get(Probe.options(lifetime="detached").remote().look.remote())
+
+print("RESULT", ray.get_runtime_context().gcs_address, *ray.get(Parent.remote().probe.remote()))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT"))
+    _, own, seen, actors = line.split()
+    assert seen == own != ray.get_runtime_context().gcs_address
+    assert int(actors) == 2  # the stage's Parent and Probe, none of this test's

@@ -50,6 +50,38 @@ def _fid(args: argparse.Namespace) -> None:
     print(f"FID:  {fid}")  # the line pytorch-fid prints
 
 
+def _require_store() -> None:
+    """Refuse to act on an embedded store that does not exist (MLflow would create one)."""
+    from resgan import tracking
+
+    uri = tracking.tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        sys.exit(f"error: no MLflow store at {uri}: run the pipeline first (`make run`), run "
+                 "this in its workspace, or set MLFLOW_TRACKING_URI")
+
+
+def _promote(args: argparse.Namespace) -> None:
+    from resgan import registry
+
+    _require_store()
+
+    d = registry.promote(args.name, args.version, reason=args.reason)
+    before = d.champion_version_before or "none"
+    print(f"{args.name}: champion is now version {d.version} (was {before}); "
+          f"{registry.PREVIOUS} = {before if before != d.version else 'unchanged'}")
+
+
+def _rollback(args: argparse.Namespace) -> None:
+    from resgan import registry
+
+    _require_store()
+
+    d = registry.rollback(args.name)
+    print(f"{args.name}: rolled back: champion is now version {d.version}, "
+          f"{registry.PREVIOUS} = {d.champion_version_before or 'none'} "
+          f"(`resgan rollback {args.name}` again undoes this)")
+
+
 def _cuda() -> bool:
     import torch
 
@@ -94,6 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--save-stats", action="store_true",
                    help="write the statistics of the first path (a folder) to the second (.npz)")
     f.set_defaults(func=_fid)
+
+    store = ("The registry is MLFLOW_TRACKING_URI's, else the embedded store "
+             "sqlite:///mlruns/mlflow.db of the current DVC workspace.")
+    p = sub.add_parser("promote", help="make a registered version the champion by hand",
+                       description="Move alias 'champion' of model NAME to VERSION; the version "
+                       "it replaces keeps alias 'previous-champion'. Recorded on the version as a "
+                       "manual decision (who, when, why). " + store)
+    p.add_argument("name", help="registered model name (register.model_name, e.g. resgan)")
+    p.add_argument("version", help="model version number")
+    p.add_argument("--reason", default="", help="why, recorded on the version")
+    p.set_defaults(func=_promote)
+    r = sub.add_parser("rollback", help="give 'champion' back to 'previous-champion'",
+                       description="Move alias 'champion' of model NAME back to the version "
+                       "holding 'previous-champion'; the demoted version then holds "
+                       "'previous-champion', so a second rollback undoes the first. " + store)
+    r.add_argument("name", help="registered model name")
+    r.set_defaults(func=_rollback)
     return ap
 
 
@@ -109,6 +158,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {exc}")
     except FeatureError as exc:
         sys.exit(f"error: {exc}")
+    except RuntimeError as exc:
+        from resgan.registry import RegistryError
+
+        if isinstance(exc, RegistryError):
+            sys.exit(f"error: {exc}")
+        raise
     except Exception as exc:
         from mlflow.exceptions import MlflowException
 

@@ -1,9 +1,14 @@
 """MLflow runs: the tracking store, parent/nested runs, per-epoch metrics and images.
 
 The default store is embedded: ``sqlite:///mlruns/mlflow.db`` with artifacts under
-``mlruns/``. ``MLFLOW_TRACKING_URI`` overrides it (for example a shared ``mlflow server``).
-Ray workers run in other working directories, so a relative sqlite path is made absolute
-before it is handed to them.
+``mlruns/`` of the DVC workspace. ``MLFLOW_TRACKING_URI`` overrides it (for example a shared
+``mlflow server``). A relative sqlite path is resolved against the workspace (see
+``workspace_root``: an experiment that DVC runs in a temporary copy tracks into the store of
+the workspace it came from) and made absolute before it is handed to Ray workers, which run
+in other working directories.
+
+Every run carries its provenance (``provenance_tags``): the git commit and the DVC
+experiment it ran in, so a run leads to its experiment and back.
 """
 
 from __future__ import annotations
@@ -17,12 +22,31 @@ import numpy as np
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
 
 
+def workspace_root() -> Path:
+    """The DVC workspace this process works for.
+
+    ``dvc exp run --temp`` and ``dvc queue start`` run each experiment in a copy under
+    ``<workspace>/.dvc/tmp/exps/``; DVC sets ``DVC_ROOT`` to the workspace there (and to
+    the repository root under a plain ``dvc repro``). Outside DVC: the working directory,
+    or the workspace above it when it is such a copy.
+    """
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    cwd = Path.cwd().resolve()
+    parts = cwd.parts
+    for i in range(1, len(parts) - 2):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return cwd
+
+
 def tracking_uri() -> str:
-    """The tracking URI in force, with a relative sqlite path made absolute."""
+    """The tracking URI in force, with a relative sqlite path made absolute (against the
+    DVC workspace, so experiments in DVC's temporary copies share the workspace's store)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        path = Path(uri[len(prefix):]).resolve()
+        path = (workspace_root() / uri[len(prefix):]).resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         uri = prefix + str(path)
     return uri
@@ -42,8 +66,33 @@ def experiment_id(name: str) -> str:
         return exp.experiment_id
     location = None
     if tracking_uri().startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:
-        location = (Path("mlruns") / "artifacts" / name).resolve().as_uri()
+        location = (workspace_root() / "mlruns" / "artifacts" / name).resolve().as_uri()
     return c.create_experiment(name, artifact_location=location)
+
+
+def git_commit(cwd: str | Path = ".") -> str:
+    """HEAD of the git repository at ``cwd`` ("unknown" outside one)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def provenance_tags() -> dict[str, str]:
+    """Where a run comes from: the git commit (the experiment's baseline commit inside DVC's
+    temporary copies) and the DVC experiment name (``workspace`` for a plain ``dvc repro``).
+    Ray processes inherit RESGAN_GIT_COMMIT from the stage driver, which sets it."""
+    commit = os.environ.get("RESGAN_GIT_COMMIT") or git_commit()
+    os.environ.setdefault("RESGAN_GIT_COMMIT", commit)
+    tags = {"mlflow.source.git.commit": commit, "resgan.git_commit": commit,
+            "resgan.dvc_exp": os.environ.get("DVC_EXP_NAME") or "workspace"}
+    if os.environ.get("DVC_EXP_BASELINE_REV"):
+        tags["resgan.dvc_baseline"] = os.environ["DVC_EXP_BASELINE_REV"]
+    return tags
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -63,7 +112,7 @@ def start_run(experiment: str, name: str, params: dict[str, Any] | None = None,
     from mlflow.entities import Param
 
     c = client()
-    all_tags = dict(tags or {})
+    all_tags = {**provenance_tags(), **(tags or {})}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = c.create_run(experiment_id(experiment), run_name=name, tags=all_tags)
@@ -87,6 +136,34 @@ def metric_history(run_id: str, keys: list[str]) -> list[dict[str, float]]:
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     client().set_terminated(run_id, status=status)
+
+
+def log_dataset(run_id: str, path: str | Path, name: str, context: str = "training") -> str:
+    """Log a split file (``save_split``'s .npz) as the run's dataset input; return its digest.
+
+    What the MLflow UI shows in a run's Dataset column: ``name``, the digest (a hash of the
+    split's images, the same one prepare keys its statistics by, so it does not change when
+    prepare writes the same images again) and the file as the source, with ``context``
+    (``mlflow.data.context``, e.g. "training").
+    """
+    import mlflow.data
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    from resgan.metrics.cache import fingerprint
+
+    path = Path(path).resolve()
+    with np.load(path, allow_pickle=False) as f:
+        x, y = f["x"], f["y"]
+    digest = fingerprint(x)
+    # a source object, not a path string: a string is ambiguous to MLflow (it warns)
+    d = mlflow.data.from_numpy(x, targets=y, source=LocalArtifactDatasetSource(str(path)),
+                               name=name, digest=digest).to_dict()  # with schema and profile
+    entity = Dataset(name=d["name"], digest=d["digest"], source_type=d["source_type"],
+                     source=d["source"], schema=d.get("schema"), profile=d.get("profile"))
+    client().log_inputs(run_id, datasets=[
+        DatasetInput(entity, tags=[InputTag(key="mlflow.data.context", value=context)])])
+    return digest
 
 
 class MlflowRunLogger:

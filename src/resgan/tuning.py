@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import ray.cloudpickle as cloudpickle
 from ray import tune
+from ray.tune import Callback
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -25,7 +27,8 @@ from resgan import tracking
 from resgan.config import Config, load_config, replace
 from resgan.training.checkpoint import export_generator, load
 from resgan.training.loop import FidRef
-from resgan.training.ray_train import make_trainer, storage_path
+from resgan.training.ray_train import (TRIAL_WAIT_ENV, ResourceWaitError, cluster_free,
+                                       fit_bounded, make_trainer, storage_path, wait_bound)
 
 METRIC, MODE = "fid", "min"
 
@@ -75,17 +78,87 @@ def _trial(config: dict[str, Any], *, base: dict[str, Any], job: dict[str, Any])
     if job["parent_run_id"]:
         run_id = tracking.start_run(
             cfg.tracking.experiment, f"trial-{trial_id}", params=point,
-            parent_run_id=job["parent_run_id"], tags={"resgan.trial_id": trial_id})
+            parent_run_id=job["parent_run_id"],
+            tags={**job["tags"], "resgan.trial_id": trial_id})
     trainer = make_trainer(
         cfg, data_path=job["data_path"], fid_ref=FidRef(**job["fid_ref"]),
         name=f"{job['name']}-{trial_id}", storage=job["storage"],
         num_workers=job["workers"], use_gpu=job["use_gpu"],
         cpus_per_worker=1.0 - TRIAL_CPU / job["workers"],
         run_id=run_id, tracking_uri=job["tracking_uri"], callbacks=[TuneReportCallback()])
-    result = trainer.fit()  # the driver sets the run's final status: Tune may stop us mid-fit
+    # The driver sets the run's final status: Tune may stop us mid-fit. A wait for the
+    # workers that runs out raises ResourceWaitError, which ends the whole search
+    # (WaitBounds below).
+    result = fit_bounded(trainer)
     if job.get("export_dir"):  # the ablation evaluates every trial's final G_ema
         with result.checkpoint.as_directory() as d:
             export_generator(load(d), Path(job["export_dir"]) / f"{trial_id}.pt")
+
+
+def _wait_error(exc: BaseException | None) -> ResourceWaitError | None:
+    """The ResourceWaitError inside a trial's error: Ray wraps it in a RayTaskError (also an
+    instance of it, but its message is the trial's traceback)."""
+    found = None
+    for _ in range(10):
+        if exc is None:
+            break
+        if isinstance(exc, ResourceWaitError):
+            found = exc
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    return found
+
+
+class WaitBounds(Callback):
+    """Ends the search with ResourceWaitError when a trial has waited RESGAN_TRIAL_WAIT_S
+    to start (Tune itself waits for resources forever), or when a trial's Ray Train
+    workers waited in vain (the next trials would only wait as long again)."""
+
+    def __init__(self, experiment: str):
+        self.experiment = experiment
+        self.bound = wait_bound(TRIAL_WAIT_ENV)
+        self._pending_since: dict[str, float] = {}
+        self._failed: ResourceWaitError | None = None
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # restored with the experiment
+        # monotonic times of another process; a wait that ran out there is over
+        self.__dict__.update(state, _pending_since={}, _failed=None)
+
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        # Raised here: Tune passes an error from this hook on as it is (one from
+        # on_trial_error would come out as a TuneError holding a traceback).
+        if self._failed is not None:
+            raise self._failed
+        now = time.monotonic()
+        for t in trials:
+            if t.status != "PENDING":
+                self._pending_since.pop(t.trial_id, None)
+                continue
+            if now - self._pending_since.setdefault(t.trial_id, now) > self.bound:
+                asks = ", ".join(f"{v:g} {k}" for k, v in
+                                 t.placement_group_factory.required_resources.items())
+                raise ResourceWaitError(
+                    f"waited {self.bound:g} s for {asks} to start Tune trial {t.trial_id} of "
+                    f"{self.experiment}; the cluster has {cluster_free()} "
+                    f"(set {TRIAL_WAIT_ENV} to wait longer)")
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        # Tune has just written the error next to the trial's local files (its copy in the
+        # storage path comes later).
+        try:
+            with open(trial.pickled_error_file, "rb") as f:
+                err = _wait_error(cloudpickle.load(f))
+        except Exception:  # no pickled error, or one that does not load here: not ours
+            return
+        if err is not None:
+            self._failed = ResourceWaitError(str(err))
+
+
+def raise_wait_error(grid) -> None:
+    """Raise the ResourceWaitError of a trial in Tune's results, if any (WaitBounds stops
+    the search at the next step; a trial that was the last one ends it anyway)."""
+    for res in grid:
+        if (err := _wait_error(res.error)) is not None:
+            raise ResourceWaitError(str(err))
 
 
 @dataclass
@@ -144,7 +217,7 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
     job = {"data_path": str(Path(data_path).resolve()), "fid_ref": vars(fid_ref.resolved()),
            "use_gpu": use_gpu, "storage": storage_path(cfg.ray.storage_path), "name": name,
            "parent_run_id": parent_run_id, "tracking_uri": tracking.tracking_uri(),
-           "epochs": epochs, "workers": workers,
+           "epochs": epochs, "workers": workers, "tags": tracking.provenance_tags(),
            "export_dir": str(Path(export_dir).resolve()) if export_dir else None}
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=cfg.model_dump(mode="json"), job=job),
@@ -165,9 +238,10 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
                 metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=num_samples,
                 search_alg=BasicVariantGenerator(max_concurrent=concurrent, random_state=seed)),
             run_config=tune.RunConfig(name=name, storage_path=storage_path(cfg.ray.storage_path),
-                                      verbose=1),
+                                      verbose=1, callbacks=[WaitBounds(name)]),
         )
     grid = tuner.fit()
+    raise_wait_error(grid)
     rows = []
     for res in grid:
         hist = res.metrics_dataframe

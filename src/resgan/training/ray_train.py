@@ -1,6 +1,19 @@
 """Ray Train set-up: the per-worker function and the TorchTrainer driver.
 
 The same ``train_loop_per_worker`` serves the train stage and every Tune trial.
+
+Several pipelines on one machine: every process of a pipeline's Ray job (the driver, the
+Ray Train controller and its placement-group cleaner, Tune trials, workers) has that job's
+own Ray address in ``RAY_ADDRESS`` (see ``init_ray``), so nothing auto-detects "the" local
+Ray instance, which fails as soon as two are running.
+
+Bounded waits (seconds, environment variables read when the wait starts):
+
+``RESGAN_WORKER_WAIT_S`` (default 600)
+    how long a Ray Train run (the train stage, each Tune trial) waits for the CPUs/GPUs of
+    its workers; then it fails with ``ResourceWaitError``.
+``RESGAN_TRIAL_WAIT_S`` (default 600)
+    how long a Tune trial may wait to start (its own 0.01 CPU); see resgan.tuning.
 """
 
 from __future__ import annotations
@@ -18,16 +31,98 @@ import ray.train.torch
 from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from resgan.config import Config, load_config
+from resgan.config import Config, ConfigError, load_config
 from resgan.training import checkpoint as ckpt_io
 from resgan.training.loop import FidRef, fit
 
 
+WORKER_WAIT_ENV = "RESGAN_WORKER_WAIT_S"
+TRIAL_WAIT_ENV = "RESGAN_TRIAL_WAIT_S"
+DEFAULT_WAIT_S = 600.0
+
+
+class ResourceWaitError(RuntimeError):
+    """A bounded wait for Ray resources ran out. The message is one line: what waited, for
+    what, how long, and what the cluster has."""
+
+
+def wait_bound(var: str) -> float:
+    """The bound in seconds set by the environment variable ``var`` (see the module doc)."""
+    raw = os.environ.get(var, "")
+    try:
+        seconds = float(raw) if raw.strip() else DEFAULT_WAIT_S
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(f"{var}={raw!r}: need a number of seconds > 0")
+    return seconds
+
+
+def cluster_free() -> str:
+    """What the cluster has, for a wait error: e.g. "0.02 of 2 CPUs free"."""
+    total, free = ray.cluster_resources(), ray.available_resources()
+    parts = [f"{free.get(k, 0.0):.3g} of {total[k]:.3g} {k}s free"
+             for k in ("CPU", "GPU") if total.get(k)]
+    return ", ".join(parts) or "no CPUs"
+
+
+# The address of the Ray instance this process started (init_ray puts it in RAY_ADDRESS).
+_started_address: str | None = None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
 def init_ray() -> None:
-    """Join the cluster at RAY_ADDRESS if set, else start (or reuse) a local Ray."""
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True,
-                 configure_logging=True, logging_level="WARNING")
+    """Join the cluster at RAY_ADDRESS if set, else start a local Ray; either way every
+    process of this Ray job gets the job's own address in RAY_ADDRESS.
+
+    Why: Ray's state API, used by Ray Train's placement-group cleaner (an actor), finds the
+    cluster by auto-detection when RAY_ADDRESS is unset; with two local Ray instances on
+    one machine (two pipelines) it fails ("multiple active Ray instances"), the placement
+    groups of trials that ASHA stopped are never removed, and later trials wait for CPUs.
+    """
+    global _started_address
+    if ray.is_initialized():
+        return
+    for var in (WORKER_WAIT_ENV, TRIAL_WAIT_ENV):  # a bad value fails before any work
+        wait_bound(var)
+    opts = dict(log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    given = os.environ.get("RAY_ADDRESS", "")
+    if given and given != _started_address:
+        # Join. A cluster started elsewhere does not have our environment: the job's
+        # runtime_env gives RAY_ADDRESS to all its processes (Ray merges env_vars into
+        # every actor's and task's own runtime_env). "auto" and localhost are resolved
+        # here, the way ray.init resolves them, so every node gets a reachable address.
+        address = given
+        if "://" not in given:
+            from ray._private.services import canonicalize_bootstrap_address_or_die
+
+            address = canonicalize_bootstrap_address_or_die(given)
+        os.environ["RAY_ADDRESS"] = address
+        ray.init(address=address, runtime_env={"env_vars": {"RAY_ADDRESS": address}}, **opts)
+        return
+    # Start a local Ray on a port chosen here, so its address is known before it starts:
+    # the raylet, and every worker it spawns, inherit this process's environment.
+    # (RAY_GCS_SERVER_PORT is Ray's own setting of a new head's GCS port; address="local"
+    # makes ray.init start a new instance whatever RAY_ADDRESS says.)
+    port = _free_port()
+    address = f"{ray.util.get_node_ip_address()}:{port}"
+    os.environ["RAY_ADDRESS"] = address
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    try:
+        ray.init(address="local", **opts)
+    except BaseException:
+        os.environ.pop("RAY_ADDRESS", None)  # no Ray there: a later call starts one again
+        raise
+    finally:
+        os.environ.pop("RAY_GCS_SERVER_PORT", None)
+    _started_address = address
 
 
 def storage_path(path: str) -> str:
@@ -91,7 +186,7 @@ def fit_tracked(trainer: TorchTrainer, run_id: str) -> tuple[dict[str, Any], flo
 
     t0 = time.perf_counter()
     try:
-        result = trainer.fit()
+        result = fit_bounded(trainer)
     except BaseException:
         tracking.end_run(run_id, "FAILED")
         raise
@@ -119,5 +214,37 @@ def make_trainer(cfg: Config, *, data_path: str, fid_ref: FidRef | None, name: s
                                      resources_per_worker={"CPU": cpus_per_worker}),
         run_config=RunConfig(name=name, storage_path=storage_path(storage),
                              callbacks=callbacks or [],
-                             failure_config=FailureConfig(max_failures=max_failures)),
+                             # A worker group that does not start within the bound
+                             # fails the run (Ray's default, -1, retries it forever).
+                             failure_config=FailureConfig(max_failures=max_failures,
+                                                          controller_failure_limit=0)),
     )
+
+
+def fit_bounded(trainer: TorchTrainer):
+    """``trainer.fit()``, waiting at most RESGAN_WORKER_WAIT_S for the workers' resources.
+
+    Raises:
+        ResourceWaitError: the workers could not be placed in time (one line, with what
+            the cluster has).
+    """
+    bound = wait_bound(WORKER_WAIT_ENV)
+    # Ray Train's own bound on a worker group's placement; its controller (an actor) gets
+    # the variable from this process's environment.
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = f"{bound:g}"
+    try:
+        return trainer.fit()
+    except ray.train.ControllerError as exc:
+        from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
+
+        if not isinstance(exc.controller_failure, WorkerGroupStartupTimeoutError):
+            raise
+        sc = trainer.scaling_config
+        res = dict(sc.resources_per_worker or {"CPU": 1})
+        if sc.use_gpu:
+            res.setdefault("GPU", 1)
+        each = ", ".join(f"{v:g} {k}" for k, v in res.items())
+        raise ResourceWaitError(
+            f"waited {bound:g} s for the {sc.num_workers} Ray Train worker(s) ({each} each) of "
+            f"run {trainer.run_config.name}; the cluster has {cluster_free()} "
+            f"(set {WORKER_WAIT_ENV} to wait longer)") from None

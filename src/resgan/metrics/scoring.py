@@ -1,0 +1,175 @@
+"""Scoring a generator under a protocol: the one place that turns G into an FID.
+
+A FID depends on more than the generator: the feature extractor (and its weights: the
+classifier is retrained when the data or ``eval.classifier_epochs`` change), the feature
+dims, the number of samples (FID is biased by it), the sample seeds, and the reference
+statistics. A :class:`Protocol` names all of them; two FIDs are compared only under the
+same protocol. The evaluate stage, the registry's gate (which re-scores a champion that was
+scored under another protocol), the ablation and the quality report all score through a
+:class:`Scorer` built from prepare's outputs.
+
+Noise: a protocol scores ``repeats`` sample seeds (``seed``, ``seed + 1``, ...). The FID is
+their mean and ``fid_std`` their spread: the noise the promotion margin is measured against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resgan.metrics.cache import extractor_key, fingerprint
+from resgan.metrics.features import FeatureError, build_extractor
+from resgan.metrics.fid import fid_from_features, load_stats
+
+
+# ---- prepare's outputs: where the extractor and the real statistics are --------------------
+
+def features_dir(prepared: str | Path) -> Path:
+    """prepare's extractor and real statistics folder (one DVC out)."""
+    return Path(prepared) / "features"
+
+
+def classifier_path(prepared: str | Path) -> Path:
+    return features_dir(prepared) / "classifier.pt"
+
+
+def stats_path(prepared: str | Path, features: str, split: str = "train") -> str:
+    """The real statistics prepare made for an extractor (named in features/index.json)."""
+    index_file = features_dir(prepared) / "index.json"
+    try:
+        index = json.loads(index_file.read_text())
+    except FileNotFoundError:
+        raise FeatureError(f"{index_file} not found: run `dvc repro prepare` first") from None
+    if features not in index:
+        raise FeatureError(f"no {features} statistics in {index_file} (prepared: "
+                           f"{', '.join(index)}): run `dvc repro prepare` after changing eval.features")
+    return str(features_dir(prepared) / index[features][split])
+
+
+def prepared_extractor(prepared: str | Path, name: str, *, inception_weights: str | None = None,
+                       dims: int = 2048):
+    """The extractor ``name`` as prepare made it (the classifier file is one of its outs)."""
+    return build_extractor(name, classifier_path=classifier_path(prepared),
+                           inception_weights=inception_weights, dims=dims)
+
+
+# ---- the protocol ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Protocol:
+    """Everything an FID depends on besides the generator."""
+
+    features: str  # classifier or inception
+    extractor: str  # hash of the extractor's weights
+    dims: int  # feature dims
+    num_samples: int  # generated samples per seed
+    seed: int  # first sample seed
+    repeats: int  # sample seeds seed .. seed + repeats - 1
+    reference: str  # hash of the reference statistics (mu, sigma)
+
+    @property
+    def id(self) -> str:
+        """A short hash of all fields: equal ids, comparable scores."""
+        doc = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(doc.encode()).hexdigest()[:12]
+
+    def describe(self) -> str:
+        return (f"{self.features}{self.dims} (weights {self.extractor}), {self.num_samples} "
+                f"samples x {self.repeats} seeds from {self.seed}, reference {self.reference}")
+
+    def differences(self, other: "Protocol | None") -> list[str]:
+        """Names of the fields that differ (all of them against None)."""
+        if other is None:
+            return [f.name for f in fields(self)]
+        return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+
+    def tags(self) -> dict[str, str]:
+        """As registry version tags (``protocol.<field>`` and ``protocol.id``)."""
+        return {"protocol.id": self.id, **{f"protocol.{k}": str(v) for k, v in asdict(self).items()}}
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> "Protocol | None":
+        """The protocol recorded on a version; None when it has none (an older version)."""
+        try:
+            raw = {f.name: tags[f"protocol.{f.name}"] for f in fields(cls)}
+        except KeyError:
+            return None
+        return cls.from_dict(raw)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Protocol":
+        types = {"dims": int, "num_samples": int, "seed": int, "repeats": int}
+        return cls(**{f.name: types.get(f.name, str)(d[f.name]) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Score:
+    fid: float  # mean over the protocol's seeds
+    fid_std: float  # spread over the seeds (sample standard deviation; 0 for one seed)
+    per_seed: tuple[float, ...]
+    protocol: Protocol
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"fid": self.fid, "fid_std": self.fid_std, "fid_per_seed": list(self.per_seed),
+                "protocol": asdict(self.protocol), "protocol_id": self.protocol.id}
+
+
+class Scorer:
+    """An extractor and reference statistics from prepare's outputs, scoring generators.
+
+    Args:
+        prepared: prepare's output folder.
+        features: classifier or inception.
+        num_samples, seed, repeats: samples per seed, first seed, number of seeds.
+        inception_weights, dims: for the inception extractor.
+        batch_size: generation and extraction batch.
+    """
+
+    def __init__(self, prepared: str | Path, *, features: str, num_samples: int, seed: int,
+                 repeats: int = 1, inception_weights: str | None = None, dims: int = 2048,
+                 batch_size: int = 250):
+        self.extract = prepared_extractor(prepared, features, inception_weights=inception_weights,
+                                          dims=dims)
+        self.ref = load_stats(stats_path(prepared, features))
+        key = extractor_key(features, classifier_path=classifier_path(prepared),
+                            inception_weights=inception_weights, dims=dims)
+        self.protocol = Protocol(
+            features=features, extractor=key["weights"], dims=int(key["dims"]),
+            num_samples=num_samples, seed=seed, repeats=repeats,
+            reference=fingerprint(np.concatenate([self.ref[0].ravel(), self.ref[1].ravel()])))
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_eval(cls, prepared: str | Path, e: Any, **override: Any) -> "Scorer":
+        """The scorer of the evaluate stage (``e`` is the ``eval`` config section)."""
+        kw = dict(features=e.features, num_samples=e.num_samples, seed=e.seed,
+                  repeats=e.repeats, inception_weights=e.inception_weights,
+                  dims=e.inception_dims, batch_size=e.batch_size)
+        return cls(prepared, **{**kw, **override})
+
+    def with_samples(self, num_samples: int) -> "Scorer":
+        """The same extractor and reference at another sample count (no reload)."""
+        other = object.__new__(Scorer)
+        other.__dict__.update(self.__dict__)
+        other.protocol = Protocol(**{**asdict(self.protocol), "num_samples": num_samples})
+        return other
+
+    def score(self, G, device: str = "cpu") -> Score:
+        """FID of G (eval mode) over the protocol's seeds."""
+        from resgan.metrics.features import extract_all
+        from resgan.nets import sample
+
+        p = self.protocol
+        fids = []
+        for seed in range(p.seed, p.seed + p.repeats):
+            imgs = sample(G, p.num_samples, seed=seed, device=device, batch_size=self.batch_size)
+            fids.append(fid_from_features(extract_all(self.extract, imgs.split(self.batch_size)),
+                                          *self.ref))
+        std = statistics.stdev(fids) if len(fids) > 1 else 0.0
+        return Score(fid=statistics.fmean(fids), fid_std=std, per_seed=tuple(fids), protocol=p)
