@@ -22,7 +22,7 @@ TINY = {
               "checkpoint_every": 1, "sample_every": 1},
     "tune": {"num_samples": 2, "epochs": 2, "grace_period": 1, "depth_choices": [1, 2]},
     "ablation": {"depths": [1, 2], "seeds": [0], "epochs": 1},
-    "eval": {"num_samples": 200, "classifier_epochs": 5},
+    "eval": {"num_samples": 200, "classifier_epochs": 5, "repeats": 3},
 }
 
 

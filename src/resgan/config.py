@@ -115,7 +115,7 @@ class EvalConfig(_Section):
     num_samples: int = Field(1000, ge=2, le=1_000_000)
     batch_size: int = Field(250, ge=1, le=65_536)
     seed: int = Field(0, ge=0)  # first sample seed
-    repeats: int = Field(5, ge=1, le=100)  # sample seeds scored: FID is their mean, fid_std the spread
+    repeats: int = Field(10, ge=1, le=100)  # sample seeds scored: FID is their mean, fid_std the spread
     classifier_epochs: int = Field(30, ge=1, le=10_000)  # training of the classifier extractor
 
 
@@ -123,7 +123,7 @@ class RegisterConfig(_Section):
     model_name: str = Field("resgan", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     # promote only if the new FID is lower than the champion's by more than this (FID points,
     # both scored under the same protocol); see README for how the default was measured
-    min_improvement: float = Field(0.5, ge=0.0)
+    min_improvement: float = Field(1.0, ge=0.0)
     lock_timeout_s: float = Field(300.0, gt=0.0)  # wait for another registration's gate
 
 
