@@ -90,17 +90,16 @@ class Protocol:
         return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
     def tags(self) -> dict[str, str]:
-        """As registry version tags (``protocol.<field>`` and ``protocol.id``)."""
-        return {"protocol.id": self.id, **{f"protocol.{k}": str(v) for k, v in asdict(self).items()}}
+        """As run and version tags: ``protocol.id`` and ``protocol`` (its fields, JSON)."""
+        return {"protocol.id": self.id, "protocol": json.dumps(asdict(self), sort_keys=True)}
 
     @classmethod
     def from_tags(cls, tags: dict[str, str]) -> "Protocol | None":
         """The protocol recorded on a version; None when it has none (an older version)."""
         try:
-            raw = {f.name: tags[f"protocol.{f.name}"] for f in fields(cls)}
-        except KeyError:
+            return cls.from_dict(json.loads(tags["protocol"]))
+        except (KeyError, ValueError, TypeError):
             return None
-        return cls.from_dict(raw)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Protocol":
