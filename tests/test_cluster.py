@@ -19,12 +19,23 @@ pytestmark = pytest.mark.ray
 def cluster():
     from ray.cluster_utils import Cluster
 
-    c = Cluster(initialize_head=True, connect=True, head_node_args={"num_cpus": 1})
+    from resgan.training.ray_train import init_ray
+
+    c = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1})
     c.add_node(num_cpus=1)
     c.wait_for_nodes()
+    # Join as a stage does (init_ray with RAY_ADDRESS): every process of the job then has
+    # this cluster's address, so nothing auto-detects among other Ray instances on the machine.
+    old = os.environ.get("RAY_ADDRESS")
+    os.environ["RAY_ADDRESS"] = c.address
+    init_ray()
     yield c
     ray.shutdown()
     c.shutdown()
+    if old is None:
+        os.environ.pop("RAY_ADDRESS", None)
+    else:
+        os.environ["RAY_ADDRESS"] = old
 
 
 def _ref(prepared):
