@@ -17,6 +17,7 @@ A version is always registered (the record of what was trained). The gate:
 from __future__ import annotations
 
 import contextlib
+import getpass
 import math
 import os
 import shutil
@@ -339,7 +340,10 @@ def rollback(model_name: str, *, lock_timeout_s: float = 300.0) -> Decision:
 
 
 def _manual_tags(decision: str, why: str) -> dict[str, str]:
-    user = os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid
+        user = str(os.getuid())
     return {"decision": decision, "decision.kind": "manual", "promotion": why,
             "decision.by": f"{user}@{socket.gethostname()}",
             "decision.at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

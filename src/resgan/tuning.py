@@ -240,6 +240,10 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
             run_config=tune.RunConfig(name=name, storage_path=storage_path(cfg.ray.storage_path),
                                       verbose=1, callbacks=[WaitBounds(name)]),
         )
+    # Tune's own SIGINT handler ends the experiment "gracefully" and returns the trials so
+    # far: an interrupted stage (Ctrl-C, `dvc queue kill`) would then write a best.json from
+    # a partial search. Without it the interrupt fails the stage; the next run restores it.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     grid = tuner.fit()
     raise_wait_error(grid)
     rows = []
