@@ -1,7 +1,8 @@
 """evaluate: FID of the EMA generator against the cached real statistics, with its noise.
 
 Reads params: eval.*. Writes metrics (fid = the mean over eval.repeats sample seeds, fid_std
-their spread, fid_floor, the ratio to the floor at the floor's sample count) for
+their spread, fid_floor, the ratio to the floor at the floor's sample count; kid, kid_std,
+precision and recall from the same features, means over the seeds) for
 `dvc metrics show`, the full score with its scoring protocol (score.json, read by register),
 a sample grid, and logs them to the train run in MLflow.
 """
@@ -31,8 +32,10 @@ def main() -> None:
     score = scorer.score(G)
     prep = read_json(f"{args.prepared}/metrics.json")
     # FID is biased by the sample count: compare with the floor at the floor's count.
-    at_floor = scorer.with_samples(prep["floor_samples"]).score(G)
-    metrics = {"fid": score.fid, "fid_std": score.fid_std, "fid_floor": prep["fid_floor"],
+    at_floor = scorer.with_samples(prep["floor_samples"]).score(G, fid_only=True)
+    metrics = {"fid": score.fid, "fid_std": score.fid_std, "kid": score.kid,
+               "kid_std": score.kid_std, "precision": score.precision, "recall": score.recall,
+               "fid_floor": prep["fid_floor"],
                "features": e.features, "num_samples": e.num_samples, "repeats": e.repeats,
                "floor_samples": prep["floor_samples"], "fid_at_floor_samples": at_floor.fid,
                "fid_over_floor": at_floor.fid / prep["fid_floor"],
@@ -50,13 +53,17 @@ def main() -> None:
     name = fid_name(e.features, e.num_samples)
     c.log_metric(run_id, name, score.fid)
     c.log_metric(run_id, name.replace("fid_", "fid_std_", 1), score.fid_std)
+    for metric in ("kid", "kid_std", "precision", "recall"):  # kid_classifier_n1000, ...
+        c.log_metric(run_id, name.replace("fid_", f"{metric}_", 1), getattr(score, metric))
     c.log_metric(run_id, fid_name(e.features, prep["floor_samples"]), at_floor.fid)
     c.log_metric(run_id, "floor_" + fid_name(e.features, prep["floor_samples"]), prep["fid_floor"])
     for k, v in score.protocol.tags().items():
         c.set_tag(run_id, k, v)
     c.log_artifact(run_id, str(out / "samples.png"), artifact_path="eval")
     print(f"evaluate: FID {score.fid:.3f} ± {score.fid_std:.3f} over {e.repeats} sample seeds "
-          f"({e.features} features, {e.num_samples} samples); at {prep['floor_samples']} "
+          f"({e.features} features, {e.num_samples} samples); KID {score.kid:.4f} ± "
+          f"{score.kid_std:.4f}, precision {score.precision:.3f}, recall {score.recall:.3f}; "
+          f"at {prep['floor_samples']} "
           f"samples {at_floor.fid:.3f} vs the floor {prep['fid_floor']:.3f} "
           f"({prep['floor_samples']} held-out images); protocol {score.protocol.id}")
 

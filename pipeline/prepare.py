@@ -2,7 +2,8 @@
 
 Reads params: data.*, eval.features, eval.inception_weights, eval.inception_dims,
 eval.classifier_epochs, eval.batch_size. Writes the splits, features/ (the classifier, the real statistics of both
-splits per extractor in pytorch-fid's .npz format, cached by key, and index.json naming the
+splits per extractor in pytorch-fid's .npz format with the features next to them as
+<stem>.features.npy for KID and precision/recall, cached by key, and index.json naming the
 current ones) and metrics.json (classifier accuracy, FID floor).
 """
 
@@ -19,7 +20,7 @@ from resgan.data import is_labelled, load_dataset, save_split, split
 from resgan.metrics.cache import cached_stats, extractor_key, fingerprint
 from resgan.metrics.classifier import save_classifier, train_classifier
 from resgan.metrics.features import extract_all
-from resgan.metrics.fid import calculate_frechet_distance, feature_stats
+from resgan.metrics.fid import calculate_frechet_distance
 
 
 def main() -> None:
@@ -53,7 +54,8 @@ def main() -> None:
         metrics["classifier_accuracy"] = round(acc, 6)
         names = list(dict.fromkeys(["classifier", e.features]))
 
-    # Real statistics per (dataset, split, extractor, dims), reused when already computed.
+    # Real features and statistics per (dataset, split, extractor, dims), reused when already
+    # computed; the features file is found from the statistics file's name (cache.features_path).
     data_key = {"dataset": d.dataset, "resolution": d.resolution}
     index = {}
     for name in names:
@@ -65,7 +67,7 @@ def main() -> None:
             def compute(images=images):
                 nonlocal extractor
                 extractor = extractor or eval_extractor(args.out, e, name)
-                return feature_stats(extract_all(extractor, torch.from_numpy(images).split(e.batch_size)))
+                return extract_all(extractor, torch.from_numpy(images).split(e.batch_size))
 
             key = {**data_key, "split": split_name, "images": fingerprint(images), **ex_key}
             stats[split_name], path, reused = cached_stats(feats, key, compute)

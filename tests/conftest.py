@@ -50,7 +50,9 @@ def prepared(tmp_path_factory):
     net, acc = train_classifier(*t, epochs=5, seed=0)
     save_classifier(net, d / "classifier.pt", test_accuracy=acc)
     ex = build_extractor("classifier", classifier_path=d / "classifier.pt")
-    save_stats(d / "stats.npz", *feature_stats(extract_all(ex, t[0].split(256))))
+    feats = extract_all(ex, t[0].split(256))
+    save_stats(d / "stats.npz", *feature_stats(feats))
+    np.save(d / "stats.features.npy", feats.astype(np.float32))  # as resgan.metrics.cache keeps them
     return d
 
 

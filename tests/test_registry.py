@@ -106,6 +106,7 @@ def prepared_layout(prepared, tmp_path_factory):
     (d / "features").mkdir()
     shutil.copy(prepared / "classifier.pt", d / "features" / "classifier.pt")
     shutil.copy(prepared / "stats.npz", d / "features" / "train-stats.npz")
+    shutil.copy(prepared / "stats.features.npy", d / "features" / "train-stats.features.npy")
     (d / "features" / "index.json").write_text(json.dumps(
         {"classifier": {"train": "train-stats.npz", "test": "train-stats.npz"}}))
     return d

@@ -26,13 +26,15 @@ def _sample(args: argparse.Namespace) -> None:
 
 def _fid(args: argparse.Namespace) -> None:
     from resgan.metrics.fid import calculate_frechet_distance, save_stats
-    from resgan.metrics.paths import stats_of_path
+    from resgan.metrics.paths import features_of_path, stats_of_features, stats_of_path
 
     device = args.device or ("cuda" if _cuda() else "cpu")
     kw = dict(features=args.features, dims=args.dims, batch_size=args.batch_size, device=device,
               num_workers=args.num_workers, classifier=args.classifier,
               inception_weights=args.inception_weights)
     if args.save_stats:
+        if args.kid or args.prc:
+            sys.exit("error: --save-stats writes statistics only: drop --kid and --prc")
         if args.paths[0].endswith(".npz"):
             sys.exit("error: --save-stats: the first path must be a folder of images")
         mu, sigma, n = stats_of_path(args.paths[0], **kw)
@@ -40,7 +42,12 @@ def _fid(args: argparse.Namespace) -> None:
         print(f"saved statistics of {n} images ({args.features} features) to {args.paths[1]}",
               file=sys.stderr)
         return
-    (m1, s1, n1), (m2, s2, n2) = (stats_of_path(p, **kw) for p in args.paths)
+    if args.kid or args.prc:  # these need the features themselves, not only their statistics
+        f1, f2 = (features_of_path(p, **kw) for p in args.paths)
+        (m1, s1), (m2, s2) = (stats_of_features(f, args.features) for f in (f1, f2))
+        n1, n2 = len(f1), len(f2)
+    else:
+        (m1, s1, n1), (m2, s2, n2) = (stats_of_path(p, **kw) for p in args.paths)
     if m1.shape != m2.shape:
         sys.exit(f"error: feature dims differ: {m1.shape[0]} vs {m2.shape[0]} "
                  "(statistics from another extractor or --dims?)")
@@ -48,6 +55,17 @@ def _fid(args: argparse.Namespace) -> None:
     counts = ", ".join("npz" if n is None else f"{n} images" for n in (n1, n2))
     print(f"{args.features} features, {m1.shape[0]} dims, {counts}", file=sys.stderr)
     print(f"FID:  {fid}")  # the line pytorch-fid prints
+    if args.kid:
+        from resgan.metrics.extra import kid
+
+        mean, std = kid(f1, f2, device=device)
+        print(f"KID:  {mean} ± {std}")
+    if args.prc:
+        from resgan.metrics.extra import precision_recall
+
+        precision, recall = precision_recall(f1, f2, device=device)  # the first PATH is real
+        print(f"Precision:  {precision}")
+        print(f"Recall:  {recall}")
 
 
 def _require_store() -> None:
@@ -106,12 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nrow", type=int, default=None, help="images per grid row (default sqrt(count))")
     s.set_defaults(func=_sample)
 
-    f = sub.add_parser("fid", help="FID between two folders of images and/or .npz statistics",
-                       description="FID between two inputs, each a folder of images or an .npz "
-                       "file of statistics (mu, sigma) in pytorch-fid's format. With the default "
-                       "Inception features this runs pytorch-fid's own code and prints the same "
-                       "FID as `python -m pytorch_fid`.")
-    f.add_argument("paths", nargs=2, metavar="PATH", help="folder of images or .npz statistics")
+    f = sub.add_parser("fid", help="FID (and KID, precision/recall) between two sets of images",
+                       description="FID between two inputs, each a folder of images, an .npz "
+                       "file of statistics (mu, sigma) in pytorch-fid's format, or a .npy of "
+                       "features (prepare writes <stats>.features.npy next to its statistics). "
+                       "With the default Inception features this runs pytorch-fid's own code "
+                       "and prints the same FID as `python -m pytorch_fid`. --kid and --prc "
+                       "need the features: "
+                       "folders or .npy, not .npz.")
+    f.add_argument("paths", nargs=2, metavar="PATH",
+                   help="folder of images, .npz statistics or .npy features; with --prc the "
+                   "first is the real set, the second the generated one")
     f.add_argument("--features", choices=["inception", "classifier"], default="inception",
                    help="feature extractor (default inception)")
     f.add_argument("--classifier", default=None,
@@ -125,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--num-workers", type=int, default=0, help="image loading processes (default 0)")
     f.add_argument("--save-stats", action="store_true",
                    help="write the statistics of the first path (a folder) to the second (.npz)")
+    f.add_argument("--kid", action="store_true",
+                   help="also print KID: the unbiased MMD^2 with the cubic polynomial kernel, "
+                   "mean ± std over 100 random subsets of min(1000, N) features")
+    f.add_argument("--prc", action="store_true",
+                   help="also print precision (share of the second PATH inside the first's "
+                   "k-NN manifold, k=3: quality) and recall (share of the first PATH inside "
+                   "the second's: coverage); the first PATH is the real set")
     f.set_defaults(func=_fid)
 
     store = ("The registry is MLFLOW_TRACKING_URI's, else the embedded store "

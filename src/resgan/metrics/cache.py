@@ -1,10 +1,12 @@
-"""Real-data statistics, cached on disk and reused, keyed by what they depend on.
+"""Real-data statistics and features, cached on disk and reused, keyed by what they depend on.
 
 A file's name carries the dataset, split, extractor and feature dims in plain words and a
 hash of the full key (dataset, resolution, the split's image content, the extractor's
 weights, dims), so statistics are computed once per key and never reused for another:
 for example, changing the classifier's training re-computes its statistics but keeps the
-(expensive) Inception ones.
+(expensive) Inception ones. The features themselves (for KID and precision/recall, which
+need more than mean and covariance) are saved next to the statistics, under the same name
+with ``.features.npy`` in place of ``.npz``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from resgan.metrics.fid import load_stats, save_stats
+from resgan.metrics.features import FeatureError
+from resgan.metrics.fid import feature_stats, load_stats, save_stats
 
 Stats = tuple[np.ndarray, np.ndarray]
 
@@ -46,18 +49,43 @@ def stats_file(key: dict[str, Any]) -> str:
             f"{key['extractor']}{key['dims']}-{digest}.npz")
 
 
+def features_path(stats_path: str | Path) -> Path:
+    """Where the features of a statistics file are: ``<stem>.features.npy`` next to it."""
+    return Path(stats_path).with_suffix(".features.npy")
+
+
+def load_features(stats_path: str | Path) -> np.ndarray:
+    """The N x D features (float32) saved next to the statistics file ``stats_path``.
+
+    Raises:
+        FeatureError: they are not there (statistics written before features were kept).
+    """
+    path = features_path(stats_path)
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FeatureError(f"{path} not found: KID and precision/recall need the real features "
+                           f"next to {Path(stats_path).name} (an older prepare wrote none): "
+                           "re-run `dvc repro prepare`") from None
+
+
 def cached_stats(folder: str | Path, key: dict[str, Any],
-                 compute: Callable[[], Stats]) -> tuple[Stats, Path, bool]:
+                 compute: Callable[[], np.ndarray]) -> tuple[Stats, Path, bool]:
     """The statistics for ``key`` from ``folder``, computed and saved when not there yet.
 
+    Args:
+        compute: returns the N x D features; their statistics and the features (float32,
+            ``features_path``) are saved.
     Returns:
         ((mu, sigma), the file, whether it was reused). The file is pytorch-fid's .npz.
     """
     path = Path(folder) / stats_file(key)
-    if path.is_file():
+    if path.is_file() and features_path(path).is_file():
         return load_stats(path), path, True
-    mu, sigma = compute()
+    feats = compute()  # also when only the features are missing (an older cache)
+    mu, sigma = feature_stats(feats)
     save_stats(path, mu, sigma)
+    np.save(features_path(path), np.asarray(feats, dtype=np.float32))
     path.with_suffix(".json").write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
     return (mu, sigma), path, False
 

@@ -10,6 +10,11 @@ scored under another protocol), the ablation and the quality report all score th
 
 Noise: a protocol scores ``repeats`` sample seeds (``seed``, ``seed + 1``, ...). The FID is
 their mean and ``fid_std`` their spread: the noise the promotion margin is measured against.
+
+From the same generated features, per seed and averaged over the seeds: KID (with its spread
+over random subsets) against all real features, and precision/recall (k = 3) against a fixed
+random subset of as many real features as generated ones (they depend on the sample counts).
+These only describe; the protocol and the gate stay FID's.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from resgan.metrics.cache import extractor_key, fingerprint
+from resgan.metrics.cache import extractor_key, fingerprint, load_features
+from resgan.metrics.extra import kid, precision_recall
 from resgan.metrics.features import FeatureError, build_extractor
 from resgan.metrics.fid import fid_from_features, load_stats
 
@@ -113,14 +119,21 @@ class Score:
     fid_std: float  # spread over the seeds (sample standard deviation; 0 for one seed)
     per_seed: tuple[float, ...]
     protocol: Protocol
+    # Means over the seeds; None when scored with fid_only.
+    kid: float | None = None
+    kid_std: float | None = None  # spread over KID's random subsets (mean over the seeds)
+    precision: float | None = None
+    recall: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"fid": self.fid, "fid_std": self.fid_std, "fid_per_seed": list(self.per_seed),
+                "kid": self.kid, "kid_std": self.kid_std, "precision": self.precision,
+                "recall": self.recall,
                 "protocol": asdict(self.protocol), "protocol_id": self.protocol.id}
 
 
 class Scorer:
-    """An extractor and reference statistics from prepare's outputs, scoring generators.
+    """An extractor, reference statistics and features from prepare's outputs, scoring generators.
 
     Args:
         prepared: prepare's output folder.
@@ -136,6 +149,7 @@ class Scorer:
         self.extract = prepared_extractor(prepared, features, inception_weights=inception_weights,
                                           dims=dims)
         self.ref = load_stats(stats_path(prepared, features))
+        self.ref_features = load_features(stats_path(prepared, features))  # for KID, P/R
         key = extractor_key(features, classifier_path=classifier_path(prepared),
                             inception_weights=inception_weights, dims=dims)
         self.protocol = Protocol(
@@ -159,16 +173,30 @@ class Scorer:
         other.protocol = Protocol(**{**asdict(self.protocol), "num_samples": num_samples})
         return other
 
-    def score(self, G, device: str = "cpu") -> Score:
-        """FID of G (eval mode) over the protocol's seeds."""
+    def score(self, G, device: str = "cpu", *, fid_only: bool = False) -> Score:
+        """FID, KID and precision/recall of G (eval mode) over the protocol's seeds.
+
+        Args:
+            fid_only: skip KID and precision/recall (left None in the score).
+        """
         from resgan.metrics.features import extract_all
         from resgan.nets import sample
 
         p = self.protocol
-        fids = []
+        if not fid_only:  # the same real points for every seed, as many as generated ones
+            n_real = len(self.ref_features)
+            pick = np.random.default_rng(p.seed).choice(n_real, min(n_real, p.num_samples),
+                                                        replace=False)
+            real = self.ref_features[np.sort(pick)]
+        fids, extra = [], []
         for seed in range(p.seed, p.seed + p.repeats):
             imgs = sample(G, p.num_samples, seed=seed, device=device, batch_size=self.batch_size)
-            fids.append(fid_from_features(extract_all(self.extract, imgs.split(self.batch_size)),
-                                          *self.ref))
+            feats = extract_all(self.extract, imgs.split(self.batch_size))
+            fids.append(fid_from_features(feats, *self.ref))
+            if not fid_only:
+                extra.append((*kid(self.ref_features, feats, seed=seed, device=device),
+                              *precision_recall(real, feats, device=device)))
         std = statistics.stdev(fids) if len(fids) > 1 else 0.0
-        return Score(fid=statistics.fmean(fids), fid_std=std, per_seed=tuple(fids), protocol=p)
+        means = [statistics.fmean(col) for col in zip(*extra)] if extra else [None] * 4
+        return Score(fid=statistics.fmean(fids), fid_std=std, per_seed=tuple(fids), protocol=p,
+                     **dict(zip(("kid", "kid_std", "precision", "recall"), means)))
