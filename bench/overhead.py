@@ -1,9 +1,11 @@
 """Benchmark (b): the fixed cost of a Ray Train run and of a Ray Tune trial (seconds).
 
-At the default size (params.yaml, the depth tune chose), one worker: the wall time of a
-short run minus the time its epochs took by the loop's own clock, i.e. what Ray adds to
-start and end a run (worker group, process group, checkpoint upload, result). Measured
-side by side with `ray.init` in one script. Run after `make run`:
+At the default size (params.yaml, with the values tune chose), one worker: the wall time
+of a short run minus the time its epochs took by the loop's own clock, i.e. what Ray adds
+to start and end a run (worker group, process group, checkpoint upload, result). Measured
+side by side with `ray.init` in one script: a Ray Train run, a Tune trial as the tune stage
+runs it (the loop in the trial's process) and a Tune trial running a 1-worker TorchTrainer
+(how trials ran before). Run after `make run`:
     .venv/bin/python bench/overhead.py [--epochs 3] [--repeats 2]
 """
 
@@ -29,10 +31,9 @@ def main() -> None:
     ap.add_argument("--prepared", default="outputs/prepare")
     args = ap.parse_args()
     cfg = read_params()
-    best = read_json("outputs/tune/best.json")
+    cfg = cfg.with_tuned(read_json("outputs/tune/best.json")) if cfg.searched() else cfg
     e = args.epochs
-    cfg = replace(cfg, model={"depth": best["depth"]},
-                  train={"epochs": e, "checkpoint_every": 1, "sample_every": e, "num_workers": 1})
+    cfg = replace(cfg, train={"epochs": e, "checkpoint_every": 1, "sample_every": e, "num_workers": 1})
     data = f"{args.prepared}/train.npz"
     per_epoch = read_json(f"{args.prepared}/metrics.json")["stats_samples"] // cfg.train.batch_size * cfg.train.batch_size
 
@@ -48,7 +49,7 @@ def main() -> None:
     from resgan.tuning import run_trials
 
     storage = str(Path(".ray_results").resolve())
-    train_cost, trial_cost = [], []
+    train_cost, trial_cost, trainer_trial_cost = [], [], []
     for i in range(args.repeats):
         trainer = make_trainer(cfg, data_path=data, fid_ref=monitor_ref(args.prepared, cfg.eval),
                                name=f"bench-overhead-{time.time():.0f}-{i}", storage=storage,
@@ -59,15 +60,17 @@ def main() -> None:
         epochs_s = sum(per_epoch / v for v in result.metrics_dataframe["images_per_s"])
         train_cost.append(wall - epochs_s)
 
-        t0 = time.perf_counter()
-        rows = run_trials(cfg, {"depth": tune.grid_search([best["depth"]])}, num_samples=1, epochs=e,
-                          scheduler=None, workers=1, max_concurrent=1, seed=0, data_path=data,
-                          fid_ref=monitor_ref(args.prepared, cfg.eval), use_gpu=False,
-                          parent_run_id=None, name=f"bench-trial-{time.time():.0f}-{i}")
-        wall = time.perf_counter() - t0
-        # the trial's epochs by the loop's clock: its mean speed over epochs after the first
-        # stands in for the first one too (a slight over-estimate of the epoch time)
-        trial_cost.append(wall - e * per_epoch / rows[0].images_per_s)
+        for direct, costs in ((True, trial_cost), (False, trainer_trial_cost)):
+            t0 = time.perf_counter()
+            rows = run_trials(cfg, {"seed": tune.grid_search([cfg.train.seed])}, num_samples=1,
+                              epochs=e, scheduler=None, workers=1, max_concurrent=1, seed=0,
+                              data_path=data, fid_ref=monitor_ref(args.prepared, cfg.eval),
+                              use_gpu=False, parent_run_id=None, direct=direct,
+                              name=f"bench-trial-{time.time():.0f}-{i}")
+            wall = time.perf_counter() - t0
+            # the trial's epochs by the loop's clock: its mean speed over epochs after the
+            # first stands in for the first one too (a slight over-estimate of the epoch time)
+            costs.append(wall - e * per_epoch / rows[0].images_per_s)
     ray.shutdown()
     print(f"\n{describe()}; depth {cfg.model.depth}, {cfg.model.channels} channels, "
           f"{cfg.data.resolution}x{cfg.data.resolution}, 1 worker, {e} epochs, {args.repeats} repeats\n")
@@ -76,8 +79,13 @@ def main() -> None:
     print(f"| `ray.init` (start a local Ray) | {t_init:.1f} |")
     print(f"| a Ray Train run (TorchTrainer.fit), beyond its epochs | "
           f"{statistics.fmean(train_cost):.1f} (runs: {', '.join(f'{c:.1f}' for c in train_cost)}) |")
-    print(f"| a Ray Tune trial running a 1-worker TorchTrainer, beyond its epochs | "
-          f"{statistics.fmean(trial_cost):.1f} (runs: {', '.join(f'{c:.1f}' for c in trial_cost)}) |")
+    for label, costs in (("a Ray Tune trial running a 1-worker TorchTrainer (before)", trainer_trial_cost),
+                         ("a Ray Tune trial running the loop in its own process (the tune stage)",
+                          trial_cost)):
+        print(f"| {label}, beyond its epochs | {statistics.fmean(costs):.1f} "
+              f"(runs: {', '.join(f'{c:.1f}' for c in costs)}) |")
+    print(f"\nper trial: {statistics.fmean(trial_cost) / statistics.fmean(trainer_trial_cost):.2f}x "
+          f"the fixed cost of a TorchTrainer trial")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Benchmark (a): training throughput of the Ray Train path against a plain PyTorch loop.
 
-The same model (params.yaml's model at the depth tune chose), data (outputs/prepare) and
-global batch size, side by side in one script: the Ray-free loop in this process (torch's
-default threads, and one thread), then Ray Train with 1 and 2 workers. Images/s are the
-per-epoch figures the loop measures itself (start-up excluded), mean over epochs 2..N.
+The same model (params.yaml's, with the values tune chose for its "tune" keys), data
+(outputs/prepare) and global batch size, side by side in one script: the Ray-free loop in
+this process (torch's default threads, and one thread), then Ray Train as the train stage
+runs it with `train.num_workers: auto` (here one worker with every CPU), and with 2 one-CPU
+workers (DDP). Images/s are the per-epoch figures the loop measures itself (start-up
+excluded), mean over epochs 2..N.
 Run after `make run`:  .venv/bin/python bench/throughput.py [--epochs 6]
 """
 
@@ -35,12 +37,13 @@ def plain(cfg, data: str, threads: int) -> tuple[float, float]:
     return statistics.fmean(speeds[1:]), time.perf_counter() - t0
 
 
-def ray_train(cfg, data: str, workers: int, storage: str) -> tuple[float, float]:
-    from resgan.training.ray_train import make_trainer, resolve_use_gpu
+def ray_train(cfg, data: str, workers: int | str, storage: str) -> tuple[float, float]:
+    from resgan.training.ray_train import make_trainer, resolve_use_gpu, resolve_workers
 
+    use_gpu = resolve_use_gpu(cfg.train.use_gpu)
+    n, cpus = resolve_workers(workers, use_gpu)
     trainer = make_trainer(cfg, data_path=data, fid_ref=None, name=f"bench-{workers}w-{time.time():.0f}",
-                           storage=storage, num_workers=workers,
-                           use_gpu=resolve_use_gpu(cfg.train.use_gpu))
+                           storage=storage, num_workers=n, cpus_per_worker=cpus, use_gpu=use_gpu)
     t0 = time.perf_counter()
     result = trainer.fit()
     wall = time.perf_counter() - t0
@@ -55,9 +58,8 @@ def main() -> None:
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     cfg = read_params()
-    best = read_json("outputs/tune/best.json") if Path("outputs/tune/best.json").exists() else {}
-    cfg = replace(cfg, model={"depth": best.get("depth", cfg.model.depth)},
-                  train={"epochs": args.epochs, "checkpoint_every": 1, "sample_every": args.epochs})
+    cfg = cfg.with_tuned(read_json("outputs/tune/best.json")) if cfg.searched() else cfg
+    cfg = replace(cfg, train={"epochs": args.epochs, "checkpoint_every": 1, "sample_every": args.epochs})
     data = f"{args.prepared}/train.npz"
     default_threads = torch.get_num_threads()
     rows = [("plain PyTorch loop, 1 process", f"{default_threads} threads", *plain(cfg, data, default_threads)),
@@ -67,9 +69,13 @@ def main() -> None:
 
     init_ray()
     storage = str(Path(".ray_results").resolve())
-    for w in (1, 2):
-        rows.append(("Ray Train (TorchTrainer, DDP)", f"{w} worker{'s' * (w > 1)}",
-                     *ray_train(replace(cfg, train={"num_workers": w}), data, w, storage)))
+    from resgan.training.ray_train import resolve_workers
+
+    n, cpus = resolve_workers("auto", False)
+    rows.append(("Ray Train, `num_workers: auto`", f"{n} worker x {cpus:g} CPUs",
+                 *ray_train(cfg, data, "auto", storage)))
+    rows.append(("Ray Train (TorchTrainer, DDP)", "2 workers x 1 CPU",
+                 *ray_train(replace(cfg, train={"num_workers": 2}), data, 2, storage)))
     base = rows[0][2]
     print(f"\n{describe()}; depth {cfg.model.depth}, {cfg.model.channels} channels, "
           f"{cfg.data.resolution}x{cfg.data.resolution}, batch {cfg.train.batch_size}, {args.epochs} epochs\n")

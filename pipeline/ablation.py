@@ -1,9 +1,12 @@
-"""ablation: FID for every model.depth x model.residual x seed of params.yaml's `ablation`.
+"""ablation: FID for every model.depth x model.residual x seed (x train.augment policy,
+`ablation.augment`) of params.yaml's `ablation`.
 
 Every cell trains through the pipeline's own Ray Train loop (one Ray Tune grid, no early
 stopping, `ablation.max_concurrent` cells at once) on the prepared data with the same
 images seen (ablation.epochs x train.batch_size), the same learning rates (train.lr_g,
 train.lr_d) and loss, and is scored with the evaluate stage's extractor and sample count.
+Keys params.yaml sets to "tune" (other than the grid's depth and shortcuts) take the values
+tune chose for the champion (outputs/tune/best.json).
 Writes ablation.md (table), ablation.png (FID against depth) and ablation.json to --out,
 and logs them to an MLflow run `ablation` with one nested run per cell.
 
@@ -19,7 +22,13 @@ from pathlib import Path
 from _common import PARAMS, monitor_ref, read_json, read_params, run
 from resgan import tracking
 from resgan.ablation import Cell, summarise, write_report
+from resgan.config import ConfigError, replace
 from resgan.training.loop import fid_name
+
+
+def _slug(policy: str) -> str:
+    """An augment policy in Ray run and MLflow metric names (no "+")."""
+    return policy.replace("+", "_")
 
 
 def main() -> None:
@@ -27,6 +36,8 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default=PARAMS, help="parameter file (default: %(default)s)")
     ap.add_argument("--prepared", default="outputs/prepare", help="prepare's output folder")
+    ap.add_argument("--best", default="outputs/tune/best.json",
+                    help="tune's choice, for the searched keys besides depth and shortcuts")
     ap.add_argument("--out", default="docs", help="report folder (default: %(default)s)")
     ap.add_argument("--generators", default="outputs/ablation",
                     help="where every cell's final generator is kept (default: %(default)s)")
@@ -42,6 +53,15 @@ def main() -> None:
         return
     cfg = read_params(args.params)
     a, e = cfg.ablation, cfg.eval
+    if tuned := [k for k in cfg.searched() if k not in ("depth", "residual")]:
+        if not Path(args.best).exists():
+            raise ConfigError(f"{', '.join(tuned)} are set to 'tune': the ablation trains with "
+                              f"the values tune chose ({args.best}, from `make run`) or set them "
+                              f"in {args.params}")
+        best = read_json(args.best)
+        if missing := [k for k in tuned if k not in best]:
+            raise ConfigError(f"{args.best} has no value for {', '.join(missing)}: run `make run`")
+        cfg = cfg.with_point({k: best[k] for k in tuned})
     if not Path(f"{args.prepared}/train.npz").exists():
         raise SystemExit(f"error: {args.prepared}/train.npz not found: run `dvc repro prepare` first")
     from ray import tune  # after validation: imports Ray
@@ -53,23 +73,32 @@ def main() -> None:
 
     init_ray()
     use_gpu = resolve_use_gpu(cfg.train.use_gpu)
-    n_cells = len(a.depths) * len(a.residual) * len(a.seeds)
+    n_cells = len(a.depths) * len(a.residual) * len(a.seeds) * len(a.augment)
+    augmented = a.augment != ["none"]  # the augment axis shows only when it is one
     key = fid_name(e.features, e.num_samples)
     parent = tracking.start_run(cfg.tracking.experiment, "ablation", params={
         "ablation": a.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json"),
         "model": cfg.model.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json"),
         "eval": e.model_dump(mode="json")}, tags={"resgan.stage": "ablation"})
     print(f"ablation: {n_cells} networks (depths {a.depths} x residual {a.residual} x seeds "
-          f"{a.seeds}), {a.epochs} epochs each, MLflow run {parent}", flush=True)
+          f"{a.seeds}" + (f" x augment {a.augment}" if augmented else "") +
+          f"), {a.epochs} epochs each, MLflow run {parent}", flush=True)
     t0 = time.perf_counter()
     try:
-        rows = run_trials(
-            cfg, {"depth": tune.grid_search(a.depths), "residual": tune.grid_search(a.residual),
-                  "seed": tune.grid_search(a.seeds)},
-            num_samples=1, epochs=a.epochs, scheduler=None, workers=a.workers_per_trial,
-            max_concurrent=a.max_concurrent, seed=0, data_path=f"{args.prepared}/train.npz",
-            fid_ref=monitor_ref(args.prepared, e), use_gpu=use_gpu, parent_run_id=parent,
-            name=f"ablation-{time.strftime('%Y%m%d-%H%M%S')}", export_dir=args.generators)
+        # One Tune grid per augment policy, each with train.augment set (a trial's point
+        # sets only model keys and the seed); policy -> its rows.
+        stamp = time.strftime('%Y%m%d-%H%M%S')
+        runs = {}
+        for policy in a.augment:
+            runs[policy] = run_trials(
+                replace(cfg, train={"augment": policy}),
+                {"depth": tune.grid_search(a.depths), "residual": tune.grid_search(a.residual),
+                 "seed": tune.grid_search(a.seeds)},
+                num_samples=1, epochs=a.epochs, scheduler=None, workers=a.workers_per_trial,
+                max_concurrent=a.max_concurrent, seed=0, data_path=f"{args.prepared}/train.npz",
+                fid_ref=monitor_ref(args.prepared, e), use_gpu=use_gpu, parent_run_id=parent,
+                name=f"ablation-{stamp}" + (f"-{_slug(policy)}" if augmented else ""),
+                export_dir=args.generators)
         train_seconds = time.perf_counter() - t0
 
         # Score every final G_ema exactly as the evaluate stage scores the pipeline's.
@@ -79,7 +108,7 @@ def main() -> None:
             [tracking.experiment_id(cfg.tracking.experiment)],
             filter_string=f"tags.mlflow.parentRunId = '{parent}'")}
         cells = []
-        for r in rows:
+        for policy, r in ((p, r) for p, rows in runs.items() for r in rows):
             path = Path(args.generators) / f"{r.trial_id}.pt"
             fid = float("nan")
             if r.status == "finished" and path.exists():
@@ -89,7 +118,7 @@ def main() -> None:
                     c.log_metric(trial_runs[r.trial_id], key, fid)
             cells.append(Cell(depth=r.point["depth"], residual=r.point["residual"],
                               seed=r.point["seed"], fid=fid, images_per_s=r.images_per_s,
-                              status=r.status if path.exists() else "failed"))
+                              status=r.status if path.exists() else "failed", augment=policy))
     except BaseException:
         tracking.end_run(parent, "FAILED")
         raise
@@ -112,6 +141,8 @@ def main() -> None:
         "FID": f"{e.features} features, {e.num_samples} samples of G_ema (seed {e.seed}) "
                f"against the training split's statistics; the real-data floor at "
                f"{prep['floor_samples']} images is {prep['fid_floor']:.2f}",
+        **({"augment": f"train.augment per cell: {', '.join(a.augment)} (see resgan.augment)"}
+           if augmented else {}),
         "workers per cell": a.workers_per_trial,
         "cells at once": a.max_concurrent,
         "wall time": f"{seconds / 60:.1f} min ({train_seconds / 60:.1f} min training)",
@@ -122,6 +153,7 @@ def main() -> None:
         c.log_artifact(parent, str(p), artifact_path="ablation")
     for s in summarise(cells):
         tag = f"depth{s.depth}_{'residual' if s.residual else 'plain'}"
+        tag += f"_{_slug(s.augment)}" if augmented else ""
         c.log_metric(parent, f"{key}_mean_{tag}", s.fid_mean)
         c.log_metric(parent, f"images_per_s_{tag}", s.ips_mean)
     c.log_metric(parent, "ablation_seconds", seconds)

@@ -1,4 +1,9 @@
-"""train: Ray Train TorchTrainer (DDP over G and D) with the depth and learning rates from tune.
+"""train: Ray Train TorchTrainer (DDP over G and D), continuing tune's best trial.
+
+The searched keys (those params.yaml sets to "tune") take tune's chosen values; the others
+are params.yaml's. When tune searched, its best trial already trained this configuration
+for tune.epochs: training continues that trial's checkpoint to train.epochs (its history is
+copied into the train run), so the search's training is not thrown away.
 
 Reads params: data.*, model.*, train.*, eval.inception_weights, eval.inception_dims, tracking.*, ray.*, and tune's best.json.
 Writes the final generator (G_ema) as a DVC out, the per-epoch history (a plot) and the
@@ -13,8 +18,9 @@ from pathlib import Path
 
 from _common import monitor_ref, open_run, read_json, read_params, run, write_json
 from resgan import tracking
-from resgan.config import replace
 from resgan.training.loop import fid_name
+
+HISTORY = ["loss_d", "loss_g", "fid", "images_per_s"]
 
 
 def main() -> None:
@@ -25,62 +31,112 @@ def main() -> None:
     args = ap.parse_args()
     cfg = read_params()
     best = read_json(args.best)
-    cfg = replace(cfg, model={"depth": best["depth"]},
-                  train={"lr_g": best["lr_g"], "lr_d": best["lr_d"]})
+    cfg = cfg.with_tuned(best, args.best).require_fixed("train")
     from resgan.training import checkpoint as ckpt_io  # after validation: imports Ray Train
     from resgan.training.ray_train import (fit_tracked, init_ray, make_trainer, resolve_use_gpu,
-                                           storage_path)
+                                           resolve_workers, storage_path)
     from resgan.training.resume import run_key
 
+    start = _tune_checkpoint(best)
     init_ray()
     use_gpu = resolve_use_gpu(cfg.train.use_gpu)
+    workers, cpus = resolve_workers(cfg.train.num_workers, use_gpu)
     data = f"{args.prepared}/train.npz"
     fid_ref = monitor_ref(args.prepared, cfg.eval)
     # One Ray run name per configuration: a killed stage, started again, resumes that run
     # from its newest checkpoint.
-    record, run_id, _ = open_run(
-        storage_path(cfg.ray.storage_path), "train", run_key(cfg, data, fid_ref),
+    record, run_id, resumed = open_run(
+        storage_path(cfg.ray.storage_path), "train", run_key(cfg, data, fid_ref, start),
         lambda name: tracking.start_run(
             cfg.tracking.experiment, "train", params=cfg.model_dump(mode="json"),
             tags={"resgan.stage": "train", "resgan.ray_run": name,
-                  "resgan.tune_run_id": best.get("mlflow_run_id", "")}))
+                  "resgan.tune_run_id": best.get("mlflow_run_id", ""),
+                  "resgan.continues_trial": best.get("trial_id", "") if start else ""}))
+    fid_key = fid_name(fid_ref.features, cfg.train.fid_samples)
+    if start and not resumed:  # the trial's epochs are this run's first ones
+        _copy_history(best["trial_run_id"], run_id, fid_key)
     tracking.log_dataset(run_id, data, f"{cfg.data.dataset}-r{cfg.data.resolution}-train")
-    print(f"train: depth={cfg.model.depth} lr_g={cfg.train.lr_g:.2e} lr_d={cfg.train.lr_d:.2e} "
-          f"workers={cfg.train.num_workers} gpu={use_gpu} ray run {record.name} "
-          f"mlflow run {run_id}", flush=True)
-    trainer = make_trainer(
-        cfg, data_path=data, fid_ref=fid_ref, name=record.name, storage=cfg.ray.storage_path,
-        num_workers=cfg.train.num_workers, use_gpu=use_gpu, run_id=run_id,
-        tracking_uri=tracking.tracking_uri(), max_failures=cfg.train.max_failures)
-    state, seconds = fit_tracked(trainer, run_id)
+    point = " ".join(f"{k}={getattr(getattr(cfg, s), k)}" for k, s in
+                     (("depth", "model"), ("residual", "model"), ("loss", "train")))
+    begin = f"continuing trial {best['trial_id']} from epoch {best['epochs']}" if start else \
+        "from the start"
+    print(f"train: {point} lr_g={cfg.train.lr_g:.2e} lr_d={cfg.train.lr_d:.2e}, {begin} to "
+          f"epoch {cfg.train.epochs}; {workers} worker(s) x {cpus:g} CPU(s) gpu={use_gpu}; "
+          f"ray run {record.name}, mlflow run {run_id}", flush=True)
+    if start and best["epochs"] >= cfg.train.epochs:  # the trial trained it all
+        import time
+
+        from ray.train import Checkpoint
+
+        t0 = time.perf_counter()
+        with Checkpoint(start).as_directory() as d:
+            state = ckpt_io.load(d)
+        seconds = time.perf_counter() - t0
+    else:
+        trainer = make_trainer(
+            cfg, data_path=data, fid_ref=fid_ref, name=record.name, storage=cfg.ray.storage_path,
+            num_workers=workers, cpus_per_worker=cpus, use_gpu=use_gpu, run_id=run_id,
+            tracking_uri=tracking.tracking_uri(), max_failures=cfg.train.max_failures,
+            start=start)
+        state, seconds = fit_tracked(trainer, run_id)
     record.write(mlflow_run_id=run_id, complete=True)
     out = Path(args.out)
     ckpt_io.export_generator(state, out / "generator.pt")
     # The per-epoch record is the MLflow run (Ray keeps metrics only with checkpoints).
-    fid_key = fid_name(fid_ref.features, cfg.train.fid_samples)
     hist = tracking.metric_history(run_id, ["loss_d", "loss_g", fid_key, "images_per_s"])
     for h in hist:
         h["fid"] = h.pop(fid_key, float("nan"))
     with open(out / "history.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["epoch", "loss_d", "loss_g", "fid", "images_per_s"])
+        w = csv.DictWriter(f, fieldnames=["epoch", *HISTORY])
         w.writeheader()
         w.writerows(hist)
     (out / "run_id.txt").write_text(run_id + "\n")
-    # Epoch 1 includes warm-up (thread pools, allocator): leave it out of the speed figure.
-    speeds = [h["images_per_s"] for h in hist[1:] or hist]
-    ips = sum(speeds) / len(speeds)
+    # Epoch 1 includes warm-up (thread pools, allocator): leave it out of the speed figure;
+    # the speed is this stage's own (not the trial's epochs, trained with other resources).
+    first = best["epochs"] + 1 if start else 2
+    speeds = [h["images_per_s"] for h in hist if h["epoch"] >= first and "images_per_s" in h]
+    ips = sum(speeds) / len(speeds) if speeds else float("nan")
     summary = {"epochs": int(state["epoch"]), "images_per_s": round(ips, 1),
-               "train_seconds": round(seconds, 1), "num_workers": cfg.train.num_workers,
-               "final_fid_monitor": hist[-1]["fid"], "depth": cfg.model.depth,
-               "residual": cfg.model.residual, "lr_g": cfg.train.lr_g, "lr_d": cfg.train.lr_d,
+               "train_seconds": round(seconds, 1), "num_workers": workers,
+               "cpus_per_worker": cpus, "final_fid_monitor": hist[-1]["fid"],
+               "depth": cfg.model.depth, "residual": cfg.model.residual, "loss": cfg.train.loss,
+               "lr_g": cfg.train.lr_g, "lr_d": cfg.train.lr_d,
+               "epochs_in_tune": best["epochs"] if start else 0,
                "mlflow_run_id": run_id}  # from `dvc exp show` to the MLflow run
     write_json(out / "metrics.json", summary)
     c = tracking.client()
     c.log_metric(run_id, "train_seconds", seconds)
     c.log_artifact(run_id, str(out / "history.csv"))
     tracking.end_run(run_id)
-    print(f"train: {summary['epochs']} epochs in {seconds:.0f}s, {ips:.0f} images/s, "
-          f"monitor FID {summary['final_fid_monitor']:.3f}")
+    print(f"train: {summary['epochs']} epochs ({summary['epochs_in_tune']} of them in tune) "
+          f"in {seconds:.0f}s, {ips:.0f} images/s, monitor FID {summary['final_fid_monitor']:.3f}")
+
+
+def _tune_checkpoint(best: dict) -> str | None:
+    """The best trial's checkpoint to continue, or None (nothing searched, or it is gone)."""
+    path = best.get("checkpoint")
+    if not path:
+        return None
+    if "://" not in path and not Path(path).exists():
+        print(f"train: tune's checkpoint {path} is gone (ray.storage_path cleaned?): training "
+              f"the chosen point from the start", flush=True)
+        return None
+    return path
+
+
+def _copy_history(trial_run: str | None, run_id: str, fid_key: str) -> None:
+    """Log the trial's per-epoch metrics into the train run: one history from epoch 1."""
+    if not trial_run:
+        return
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    rows = tracking.metric_history(trial_run, ["loss_d", "loss_g", fid_key, "images_per_s"])
+    metrics = [Metric(k, v, now, int(r["epoch"])) for r in rows for k, v in r.items() if k != "epoch"]
+    for i in range(0, len(metrics), 1000):
+        tracking.client().log_batch(run_id, metrics=metrics[i:i + 1000])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,14 @@
-"""tune: Ray Tune search over model.depth, train.lr_g, train.lr_d with ASHA on FID.
+"""tune: Ray Tune search over the keys params.yaml sets to "tune", with ASHA on FID.
+
+Searchable keys: model.depth, model.residual, train.loss, train.lr_g, train.lr_d (their
+choices and ranges are in `tune`). Every trial trains the final configuration and stops at
+tune.epochs at the latest; the train stage continues the best finished trial's checkpoint.
+With no key set to "tune" there is nothing to search: best.json says so and train uses
+params.yaml's values.
 
 Reads params: data.*, model.*, train.*, tune.*, eval.inception_weights, eval.inception_dims, tracking.*, ray.*.
-Writes the chosen point (best.json, read by train) and every trial (trials.csv, a plot).
+Writes the chosen point and its checkpoint (best.json, read by train) and every trial
+(trials.csv, a plot).
 """
 
 from __future__ import annotations
@@ -12,8 +19,11 @@ from pathlib import Path
 
 from _common import monitor_ref, open_run, read_params, run, write_json
 from resgan import tracking
+from resgan.config import SEARCHABLE
 from resgan.training.loop import fid_name
-from resgan.training.ray_train import init_ray, resolve_use_gpu
+
+COLUMNS = ["trial_id", "depth", "residual", "loss", "lr_g", "lr_d", "fid", "best_fid", "epochs",
+           "images_per_s", "status"]
 
 
 def main() -> None:
@@ -22,7 +32,15 @@ def main() -> None:
     ap.add_argument("--out", default="outputs/tune", help="output folder")
     args = ap.parse_args()
     cfg = read_params()
-    from resgan.training.ray_train import storage_path  # after validation: imports Ray
+    out = Path(args.out)
+    searched = cfg.searched()
+    if not searched:
+        write_trials(out / "trials.csv", [])
+        write_json(out / "best.json", {"searched": [], "trials": 0})
+        print("tune: no key in params.yaml is 'tune': nothing to search; train uses "
+              "params.yaml's values")
+        return
+    from resgan.training.ray_train import init_ray, resolve_use_gpu, storage_path  # imports Ray
     from resgan.training.resume import run_key
     from resgan.tuning import best_trial, run_search
 
@@ -30,6 +48,8 @@ def main() -> None:
     use_gpu = resolve_use_gpu(cfg.train.use_gpu)
     fid_ref = monitor_ref(args.prepared, cfg.eval)
     data = f"{args.prepared}/train.npz"
+    print(f"tune: searching {', '.join(searched)} with {cfg.tune.num_samples} trials of up to "
+          f"{cfg.tune.epochs} epochs (ASHA)", flush=True)
     # One Tune experiment name per configuration: a killed stage, started again, restores
     # the experiment; finished trials are not run again.
     record, parent, resumed = open_run(
@@ -53,20 +73,27 @@ def main() -> None:
         c.set_tag(parent, f"best.{key}", str(value))
     tracking.end_run(parent)
 
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    with open(f"{args.out}/trials.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0].flat()))
-        w.writeheader()
-        for r in sorted(rows, key=lambda r: (r.point["depth"], r.trial_id)):
-            w.writerow(r.flat())
-    write_json(f"{args.out}/best.json", {
-        **best.point, "fid": best.fid,
-        "trial_id": best.trial_id, "features": fid_ref.features, "fid_samples": cfg.train.fid_samples,
+    fixed = {k: getattr(getattr(cfg, section), k) for k, section in SEARCHABLE.items()}
+    write_trials(out / "trials.csv", [{**fixed, **r.flat()} for r in sorted(rows, key=lambda r: r.fid)])
+    write_json(out / "best.json", {
+        **best.point, "searched": searched, "fid": best.fid, "epochs": best.epochs,
+        "checkpoint": best.checkpoint, "trial_id": best.trial_id, "trial_run_id": best.run_id,
+        "features": fid_ref.features, "fid_samples": cfg.train.fid_samples,
         "trials": len(rows), "failed": sum(r.status == "failed" for r in rows),
         "stopped": sum(r.status == "stopped" for r in rows), "mlflow_run_id": parent})
-    p = best.point
-    print(f"tune: {len(rows)} trials; best depth={p['depth']} lr_g={p['lr_g']:.2e} "
-          f"lr_d={p['lr_d']:.2e} fid={best.fid:.3f}")
+    chosen = " ".join(f"{k}={v:.2e}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in best.point.items())
+    print(f"tune: {len(rows)} trials ({sum(r.status == 'stopped' for r in rows)} stopped by "
+          f"ASHA); best {chosen} fid={best.fid:.3f} after {best.epochs} epochs")
+
+
+def write_trials(path: Path, rows: list[dict]) -> None:
+    """trials.csv: one row per trial (the searched keys' columns; empty when not searched)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
 
 
 if __name__ == "__main__":

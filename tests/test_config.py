@@ -11,19 +11,35 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_defaults_and_repo_params_validate():
     cfg = load_config(YAML(typ="safe").load((ROOT / "params.yaml").read_text()), "params.yaml")
     assert cfg.register.model_name == "resgan"
-    assert cfg.train.lr_g == pytest.approx(2e-4)
+    assert cfg.searched() == ["depth", "lr_g", "lr_d"]  # the search of `make run`
     assert load_config({}).model.depth == 2
+    assert load_config({}).searched() == []
+
+
+def test_tuned_keys_and_points():
+    cfg = load_config({"model": {"depth": "tune", "residual": "tune"}, "train": {"lr_d": "tune"}})
+    assert cfg.searched() == ["depth", "residual", "lr_d"]
+    with pytest.raises(ConfigError, match=r"training needs values for model.depth, "
+                                          r"model.residual, train.lr_d \(set to 'tune'\)"):
+        cfg.require_fixed("training")
+    done = cfg.with_point({"depth": 4, "residual": False, "lr_d": 1e-3}).require_fixed("training")
+    assert (done.model.depth, done.model.residual, done.train.lr_d) == (4, False, 1e-3)
+    assert done.train.lr_g == pytest.approx(2e-4)  # not searched: the value given
+    with pytest.raises(ConfigError, match="model.depth"):
+        cfg.with_point({"depth": 9})
 
 
 @pytest.mark.parametrize("raw, expected", [
     ({"train": {"lr_g": "fast"}}, "train.lr_g: Input should be a valid number"),
-    ({"model": {"depth": "2"}}, "model.depth: Input should be a valid integer"),
+    ({"model": {"depth": "2"}}, "model.depth: Input should be a valid integer, or 'tune' (got '2')"),
+    ({"model": {"depth": 9}}, "model.depth: Input should be less than or equal to 8, or 'tune'"),
+    ({"train": {"num_workers": 0}}, "train.num_workers: Input should be greater than or equal to 1, or 'auto'"),
     ({"train": {"lr_g": -1.0}}, "train.lr_g: Input should be greater than 0"),
     ({"model": {"depth": 0}}, "model.depth: Input should be greater than or equal to 1"),
-    ({"train": {"loss": "wasserstein"}}, "train.loss: Input should be 'bce', 'hinge' or 'wgan-gp'"),
+    ({"train": {"loss": "wasserstein"}}, "train.loss: Input should be 'bce', 'hinge' or 'wgan-gp', or 'tune'"),
     ({"data": {"dataset": "imagenet"}}, "data.dataset: Input should be 'digits'"),
     ({"data": {"resolution": 12}}, "data.resolution: Input should be 8, 16, 32 or 64"),
-    ({"train": {"lrg": 0.1}}, "train.lrg: unknown key; allowed keys: batch_size"),
+    ({"train": {"lrg": 0.1}}, "train.lrg: unknown key; allowed keys: augment, batch_size"),
     ({"trian": {}}, "trian: unknown key; allowed keys: ablation, data, eval, model"),
     ({"tune": {"lr_d_range": [1e-3, 1e-4]}}, "tune.lr_d_range: need 0 < low < high"),
     ({"eval": {"features": "clip"}}, "eval.features: Input should be 'classifier' or 'inception'"),

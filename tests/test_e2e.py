@@ -281,10 +281,10 @@ def test_killed_tune_stage_restores_the_experiment(repo):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     try:
-        while True:  # the second trial's Train run started: the first one has finished
-            trial_runs = [d for d in (work / ".ray_results").glob("tune-*-*_0000*")
-                          if d.is_dir() and d not in before]
-            if len(trial_runs) >= 2:
+        while True:  # the second trial started (one at a time): the first one has finished
+            trials = [d for d in (work / ".ray_results").glob("tune-*/_trial_*_0000*")
+                      if d.is_dir() and d.parent not in before]
+            if len(trials) >= 2:
                 break
             assert time.time() < deadline and proc.poll() is None, "no trial finished"
             time.sleep(0.2)

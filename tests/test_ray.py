@@ -51,21 +51,65 @@ def test_tune_two_trials_nested_runs(ray_runtime, tiny_cfg, prepared, mlflow_sto
     from resgan.tuning import best_trial, run_search
 
     parent = tracking.start_run("test", "tune")
-    cfg = replace(tiny_cfg, tracking={"experiment": "test"})
+    cfg = replace(tiny_cfg, tracking={"experiment": "test"}, model={"depth": "tune"},
+                  train={"lr_g": "tune", "lr_d": "tune", "epochs": 3})
     rows = run_search(cfg, data_path=str(prepared / "train.npz"), fid_ref=_ref(prepared),
                       use_gpu=False, parent_run_id=parent)
     assert len(rows) == 2
     assert all(r.status in ("finished", "stopped") and r.point["depth"] in (1, 2) for r in rows)
+    assert all(set(r.point) == {"depth", "lr_g", "lr_d"} for r in rows)  # only the "tune" keys
     assert all(5e-5 <= r.point["lr_g"] <= 1e-3 and 5e-5 <= r.point["lr_d"] <= 1e-3 for r in rows)
     assert all(r.images_per_s > 0 for r in rows)
     best = best_trial(rows)
-    assert best.fid == min(r.fid for r in rows)
+    assert best.status == "finished" and best.epochs == 2  # tune.epochs, not train.epochs (3)
+    assert best.fid == min(r.fid for r in rows if r.status == "finished")
+    state = ckpt_io.load(best.checkpoint)  # where the train stage continues from
+    assert state["epoch"] == 2 and state["config"]["train"]["epochs"] == 3
+    assert state["config"]["model"]["depth"] == best.point["depth"]
     runs = tracking.client().search_runs(
         [tracking.experiment_id("test")], f"tags.mlflow.parentRunId = '{parent}'")
     assert len(runs) == 2
     assert all(r.info.status in ("FINISHED", "KILLED") for r in runs), [r.info.status for r in runs]
     assert {r.data.tags["resgan.trial_id"] for r in runs} == {r.trial_id for r in rows}
     assert all({"loss_d", "fid_classifier_n100"} <= set(r.data.metrics) for r in runs)
+
+
+def test_trial_continued_by_ray_train_is_the_uninterrupted_run(ray_runtime, tiny_cfg, prepared,
+                                                               tmp_path):
+    """A one-worker trial stopped at tune.epochs (the Ray-free loop inside the Tune function),
+    then continued to train.epochs by a one-worker TorchTrainer as the train stage does, ends
+    where one uninterrupted run of the loop ends: same schedule, same RNG streams."""
+    import torch
+    from ray import tune
+
+    from resgan.training.loop import fit
+    from resgan.training.ray_train import make_trainer
+    from resgan.tuning import run_trials
+
+    cfg = replace(tiny_cfg, train={"epochs": 3, "lr_decay": "linear"},
+                  ray={"storage_path": str(tmp_path / "ray")})
+    data = str(prepared / "train.npz")
+    # max_concurrent 2: each trial gets 1 of the 2 CPUs, so 1 torch thread, as below (the
+    # thread count changes the float reductions, hence the weights after a few epochs)
+    rows = run_trials(cfg, {"depth": tune.grid_search([2])}, num_samples=1, epochs=1,
+                      scheduler=None, workers=1, max_concurrent=2, seed=0, data_path=data,
+                      fid_ref=_ref(prepared), use_gpu=False, parent_run_id=None, name="stop1")
+    (row,) = rows
+    assert (row.status, row.epochs) == ("finished", 1)
+    point = replace(cfg, model={"depth": 2})
+    trainer = make_trainer(point, data_path=data, fid_ref=None, name="continue",
+                           storage=str(tmp_path / "ray"), num_workers=1, use_gpu=False,
+                           start=row.checkpoint)
+    with trainer.fit().checkpoint.as_directory() as d:
+        continued = ckpt_io.load(d)
+    assert continued["epoch"] == 3 and continued["resumed_from"] == [1]
+    torch.set_num_threads(1)
+    whole = fit(point, data_path=data, report=lambda m, s: None)
+    for key in ("G", "D", "G_ema"):
+        for name, w in whole[key].items():
+            assert torch.allclose(continued[key][name], w, rtol=0, atol=1e-6), (key, name)
+    # the learning rate followed train.epochs' linear schedule, not the trial's length
+    assert continued["opt_G"]["param_groups"][0]["lr"] == pytest.approx(cfg.train.lr_g / 3)
 
 
 def test_diverging_trial_fails_and_the_search_goes_on(ray_runtime, tiny_cfg, prepared,
@@ -78,14 +122,15 @@ def test_diverging_trial_fails_and_the_search_goes_on(ray_runtime, tiny_cfg, pre
     x[::3] = float("nan")
     save_split(tmp_path / "bad.npz", x.numpy(), y.numpy())
     parent = tracking.start_run("test", "tune")
-    cfg = replace(tiny_cfg, tracking={"experiment": "test"}, tune={"max_concurrent": 1})
+    cfg = replace(tiny_cfg, tracking={"experiment": "test"}, tune={"max_concurrent": 1},
+                  model={"depth": "tune"})
     rows = run_search(cfg, data_path=str(tmp_path / "bad.npz"), fid_ref=_ref(prepared),
                       use_gpu=False, parent_run_id=parent)
     assert [r.status for r in rows] == ["failed", "failed"]
     runs = tracking.client().search_runs(
         [tracking.experiment_id("test")], f"tags.mlflow.parentRunId = '{parent}'")
     assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED"]
-    with pytest.raises(RuntimeError, match="every trial failed"):
+    with pytest.raises(RuntimeError, match="no trial ran to tune.epochs"):
         best_trial(rows)
 
 

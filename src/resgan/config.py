@@ -8,9 +8,23 @@ Nothing in the library reads ``params.yaml`` itself: stages pass the parsed mapp
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# A value of "tune" marks a key the tune stage searches (see TuneConfig and SEARCHABLE);
+# any other value is used as it is, by the search and by training alike.
+TUNED = "tune"
+Tuned = Literal["tune"]
+Loss = Literal["bce", "hinge", "wgan-gp"]
+
+
+# train.augment, differentiable augmentation of D's inputs (see resgan.augment):
+#   none: off; translation: shift by up to 1/8 of the side (1 px at 8x8), zero fill;
+#   cutout: zero one square of 1/4 of the side (2x2 at 8x8); translation+cutout: both;
+#   ada-...: the same ops, each applied with probability p, tuned from D's overfitting (ADA).
+AugmentPolicy = Literal["none", "translation", "cutout", "translation+cutout",
+                        "ada-translation", "ada-translation+cutout"]
 
 
 class ConfigError(ValueError):
@@ -33,26 +47,29 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    depth: int = Field(2, ge=1, le=8)  # residual blocks per resolution stage
-    residual: bool = True  # false removes the identity shortcuts and nothing else
+    depth: Annotated[int, Field(ge=1, le=8)] | Tuned = 2  # residual blocks per resolution stage
+    residual: bool | Tuned = True  # false removes the identity shortcuts and nothing else
     channels: int = Field(64, ge=4, le=1024)  # width of every block in G and D
     z_dim: int = Field(64, ge=1, le=1024)  # latent size
 
 
 class TrainConfig(_Section):
-    loss: Literal["bce", "hinge", "wgan-gp"] = "bce"  # bce: original GAN, non-saturating G
+    loss: Loss | Tuned = "bce"  # bce: original GAN, non-saturating G
     gp_lambda: float = Field(10.0, ge=0.0)  # wgan-gp: weight of the gradient penalty
     epochs: int = Field(30, ge=1, le=100_000)
     batch_size: int = Field(64, ge=2, le=65_536)  # global: split over the workers
-    lr_g: float = Field(2.0e-4, gt=0.0, le=1.0)
-    lr_d: float = Field(2.0e-4, gt=0.0, le=1.0)
+    lr_g: Annotated[float, Field(gt=0.0, le=1.0)] | Tuned = 2.0e-4
+    lr_d: Annotated[float, Field(gt=0.0, le=1.0)] | Tuned = 2.0e-4
     beta1: float = Field(0.0, ge=0.0, lt=1.0)  # Adam betas; ResNet-GAN default (0.0, 0.9)
     beta2: float = Field(0.9, ge=0.0, lt=1.0)
     n_dis: int = Field(1, ge=1, le=10)  # D steps per G step
+    augment: AugmentPolicy = "none"  # augmentation of real and fake before D (see above)
     ema_halflife_kimg: float = Field(10.0, gt=0.0)  # G_ema half-life, thousands of images
     ema_rampup: float | None = Field(0.05, gt=0.0)  # half-life <= rampup x images seen; null: off
     lr_decay: Literal["none", "linear"] = "none"  # linear: to zero over train.epochs
-    num_workers: int = Field(2, ge=1, le=1024)  # Ray Train workers (DDP ranks)
+    # Ray Train workers (DDP ranks); auto: one per GPU when the cluster has GPUs, else one
+    # per node, each with all of its node's CPUs (on one machine: a single worker, all cores)
+    num_workers: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = "auto"
     use_gpu: Literal["auto", True, False] = "auto"
     # bf16 autocast + channels-last; auto: on CUDA only (true also on the CPU, for tests)
     mixed_precision: Literal["auto", True, False] = "auto"
@@ -64,11 +81,18 @@ class TrainConfig(_Section):
 
 
 class TuneConfig(_Section):
+    """The search over the keys set to "tune" (model.depth, model.residual, train.loss,
+    train.lr_g, train.lr_d); each key's choices or range below apply only while it is."""
+
     num_samples: int = Field(6, ge=1, le=10_000)  # trials
     depth_choices: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    residual_choices: list[bool] = Field(default_factory=lambda: [True, False], min_length=1)
+    loss_choices: list[Loss] = Field(default_factory=lambda: ["bce", "hinge"], min_length=1)
     lr_g_range: list[float] = Field(default_factory=lambda: [5.0e-5, 1.0e-3], min_length=2, max_length=2)  # log-uniform
     lr_d_range: list[float] = Field(default_factory=lambda: [5.0e-5, 1.0e-3], min_length=2, max_length=2)
-    epochs: int = Field(8, ge=1, le=100_000)  # ASHA max_t: epochs of a trial run to the end
+    # ASHA's max_t: the epochs a trial that is never stopped runs (at most train.epochs); the
+    # train stage continues the best of them to train.epochs instead of starting again
+    epochs: int = Field(8, ge=1, le=100_000)
     grace_period: int = Field(2, ge=1)  # ASHA: epochs before a trial may be stopped
     reduction_factor: int = Field(2, ge=2)
     workers_per_trial: int = Field(1, ge=1, le=1024)
@@ -89,12 +113,14 @@ class TuneConfig(_Section):
 
 
 class AblationConfig(_Section):
-    """The depth x shortcut grid of pipeline/ablation.py: every cell the same data, images
-    seen (epochs x batch), learning rates (train.lr_g, train.lr_d) and extractor."""
+    """The depth x shortcut (x augment policy) grid of pipeline/ablation.py: every cell the
+    same data, images seen (epochs x batch), learning rates (train.lr_g, train.lr_d) and
+    extractor; ``augment`` replaces train.augment per cell."""
 
     depths: list[int] = Field(default_factory=lambda: [1, 2, 3, 4], min_length=1)
     residual: list[bool] = Field(default_factory=lambda: [True, False], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    augment: list[AugmentPolicy] = Field(default_factory=lambda: ["none"], min_length=1)
     epochs: int = Field(30, ge=1, le=100_000)
     workers_per_trial: int = Field(1, ge=1, le=1024)
     max_concurrent: int = Field(2, ge=1, le=1024)
@@ -105,6 +131,8 @@ class AblationConfig(_Section):
             raise ValueError("depths: each depth must be between 1 and 8")
         if any(s < 0 for s in self.seeds):
             raise ValueError("seeds: each seed must be >= 0")
+        if len(set(self.augment)) < len(self.augment):
+            raise ValueError("augment: each policy at most once")
         return self
 
 
@@ -151,6 +179,39 @@ with warnings.catch_warnings():
         tracking: TrackingConfig = TrackingConfig()
         ray: RayConfig = RayConfig()
 
+        def searched(self) -> list[str]:
+            """The keys of SEARCHABLE set to "tune", e.g. ["depth", "lr_g", "lr_d"]."""
+            return [k for k, section in SEARCHABLE.items()
+                    if getattr(getattr(self, section), k) == TUNED]
+
+        def with_point(self, point: dict[str, Any]) -> "Config":
+            """This config with values for keys of SEARCHABLE (a point of the search)."""
+            sections: dict[str, dict[str, Any]] = {}
+            for key, value in point.items():
+                sections.setdefault(SEARCHABLE[key], {})[key] = value
+            return replace(self, **sections) if sections else self
+
+        def with_tuned(self, best: dict[str, Any], source: str = "outputs/tune/best.json") -> "Config":
+            """This config with tune's chosen values (``best``: the tune stage's best.json)
+            for the keys set to "tune"; a ConfigError when one of them has none there."""
+            if missing := [k for k in self.searched() if k not in best]:
+                raise ConfigError(f"{source} has no value for {', '.join(missing)}: run the "
+                                  f"tune stage again (dvc repro tune)")
+            return self.with_point({k: best[k] for k in self.searched()})
+
+        def require_fixed(self, what: str) -> "Config":
+            """This config, or a ConfigError naming the keys still set to "tune"."""
+            if left := self.searched():
+                keys = ", ".join(f"{SEARCHABLE[k]}.{k}" for k in left)
+                raise ConfigError(f"{what} needs values for {keys} (set to 'tune'): run the "
+                                  f"tune stage first, or set them in params.yaml")
+            return self
+
+
+# The keys the tune stage can search, and their sections.
+SEARCHABLE = {"depth": "model", "residual": "model", "loss": "train", "lr_g": "train",
+              "lr_d": "train"}
+
 
 def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
     loc = ".".join(str(p) for p in err["loc"])
@@ -161,7 +222,7 @@ def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
         allowed = ", ".join(sorted(section.model_fields))
         return f"{loc}: unknown key; allowed keys: {allowed}"
     if err["type"] == "value_error":  # from a cross-field check: the message names the key
-        return f"{loc}.{err['msg'].removeprefix('Value error, ')}"
+        return ".".join(filter(None, [loc, err["msg"].removeprefix("Value error, ")]))
     return f"{loc}: {err['msg']} (got {err['input']!r})"
 
 
@@ -179,8 +240,18 @@ def load_config(raw: dict[str, Any] | None, source: str = "params") -> Config:
     try:
         return Config.model_validate(raw or {})
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        first = errors[0]
+        field = tuple(first["loc"][:2])
+        if len(first["loc"]) == 3 and first["type"] != "extra_forbidden":
+            # a value that may also be a word ("tune", "auto"): pydantic reports one error per
+            # member of the union; say them in one message
+            msgs = [e["msg"] for e in errors if tuple(e["loc"][:2]) == field]
+            text = ", or ".join([msgs[0], *(m.removeprefix("Input should be ") for m in msgs[1:])])
+            raise ConfigError(f"{source}: {'.'.join(field)}: {text} "
+                              f"(got {first['input']!r})") from None
         raise ConfigError(f"{source}: {_describe(first, Config)}") from None
+
 
 
 def replace(cfg: Config, **sections: dict[str, Any]) -> Config:

@@ -1,15 +1,24 @@
-"""Ray Tune over model.depth, train.lr_g and train.lr_d with ASHA early stopping on FID.
+"""Ray Tune over the keys set to "tune" (model.depth, model.residual, train.loss,
+train.lr_g, train.lr_d) with ASHA early stopping on FID.
 
-Each trial is a Tune function that runs a Ray Train ``TorchTrainer`` with the very same
-per-worker loop as the train stage (``tune.workers_per_trial`` DDP ranks). The search has
-one parent MLflow run; every trial logs into a run nested under it. ``run_trials`` also
-serves the depth x shortcut ablation (a grid, no early stopping; see resgan.ablation).
+A trial runs the final training itself, stopped at ``tune.epochs`` (ASHA's max_t): the same
+configuration and learning-rate schedule as the train stage, which continues the best
+finished trial's checkpoint to ``train.epochs`` rather than starting again. So the search
+compares candidates at budgets up to the final one, and none of its training is thrown away.
+
+A one-worker trial (``tune.workers_per_trial: 1``) runs the Ray-free loop in the Tune
+function's own process (Tune's checkpoints and failure handling, no Ray Train worker group
+to start); with more workers a trial runs a Ray Train ``TorchTrainer`` of the very same loop.
+The search has one parent MLflow run; every trial logs into a run nested under it.
+``run_trials`` also serves the depth x shortcut ablation (a grid, no early stopping; see
+resgan.ablation).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +34,8 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from resgan import tracking
 from resgan.config import Config, load_config, replace
-from resgan.training.checkpoint import export_generator, load
-from resgan.training.loop import FidRef
+from resgan.training import checkpoint as ckpt_io
+from resgan.training.loop import FidRef, fit
 from resgan.training.ray_train import (TRIAL_WAIT_ENV, ResourceWaitError, cluster_free,
                                        fit_bounded, make_trainer, storage_path, wait_bound)
 
@@ -34,35 +43,44 @@ METRIC, MODE = "fid", "min"
 
 
 def search_space(cfg: Config) -> dict[str, Any]:
+    """Tune's space over the keys params.yaml sets to "tune" (empty when none is)."""
     t = cfg.tune
-    return {
-        "depth": tune.choice(list(t.depth_choices)),
-        "lr_g": tune.loguniform(*t.lr_g_range),
-        "lr_d": tune.loguniform(*t.lr_d_range),
-    }
+    space = {"depth": tune.choice(list(t.depth_choices)),
+             "residual": tune.choice(list(t.residual_choices)),
+             "loss": tune.choice(list(t.loss_choices)),
+             "lr_g": tune.loguniform(*t.lr_g_range),
+             "lr_d": tune.loguniform(*t.lr_d_range)}
+    return {k: space[k] for k in cfg.searched()}
 
 
-# What a trial's point may set: key -> (config section, type).
-POINT_KEYS = {"depth": ("model", int), "residual": ("model", bool),
-              "lr_g": ("train", float), "lr_d": ("train", float), "seed": ("train", int)}
+# What a trial's point may set: key -> type (sections: resgan.config.SEARCHABLE; seed: train).
+POINT_KEYS = {"depth": int, "residual": bool, "loss": str, "lr_g": float, "lr_d": float,
+              "seed": int}
 
 
 def trial_config(cfg: Config, point: dict[str, Any], epochs: int) -> Config:
-    """The train config a trial runs: the point applied, ``epochs`` long, one checkpoint."""
-    sections: dict[str, dict[str, Any]] = {
-        "model": {}, "train": {"epochs": epochs, "checkpoint_every": epochs,
-                               "sample_every": epochs}}
-    for key, value in point.items():
-        section, kind = POINT_KEYS[key]
-        sections[section][key] = kind(value)
-    return replace(cfg, **sections)
+    """The train config a trial runs: the point applied, a checkpoint and a sample grid at
+    ``epochs`` (where the trial stops), ``cfg.train.epochs`` as the schedule."""
+    typed = {k: POINT_KEYS[k](v) for k, v in point.items()}
+    seed = {"seed": typed.pop("seed")} if "seed" in typed else {}
+    cfg = cfg.with_point(typed)
+    return replace(cfg, train={"checkpoint_every": epochs, "sample_every": epochs, **seed})
 
 
-TRIAL_CPU = 0.01  # the trial process only waits for its TorchTrainer (0 is rejected)
+TRIAL_CPU = 0.01  # a trial process that only waits for its TorchTrainer (0 is rejected)
+
+
+def trial_resources(workers: int, use_gpu: bool, cpus: float) -> dict[str, float]:
+    """What Tune reserves for a trial: all of it for a one-worker trial, which trains in its
+    own process; a token for a trial whose TorchTrainer reserves its workers itself."""
+    if workers == 1:
+        return {"cpu": cpus, "gpu": 1.0} if use_gpu else {"cpu": cpus}
+    return {"cpu": TRIAL_CPU}  # 0: a TorchTrainer's trial, whatever its workers
 
 
 def _trial(config: dict[str, Any], *, base: dict[str, Any], job: dict[str, Any]) -> None:
-    """One Tune trial: a nested MLflow run and a TorchTrainer of the shared loop.
+    """One Tune trial: a nested MLflow run, and the shared loop in this process (one worker)
+    or in a TorchTrainer (several).
 
     Args:
         config: the point (keys of POINT_KEYS).
@@ -75,24 +93,63 @@ def _trial(config: dict[str, Any], *, base: dict[str, Any], job: dict[str, Any])
     os.environ["MLFLOW_TRACKING_URI"] = job["tracking_uri"]  # the trial runs in another cwd
     trial_id = tune.get_context().get_trial_id()
     run_id = None
+    start = tune.get_checkpoint()  # a trial restored after a failure or an interruption
     if job["parent_run_id"]:
         run_id = tracking.start_run(
             cfg.tracking.experiment, f"trial-{trial_id}", params=point,
             parent_run_id=job["parent_run_id"],
             tags={**job["tags"], "resgan.trial_id": trial_id})
+    if job["direct"]:
+        state = _fit_here(cfg, job, run_id, start)
+    else:
+        state = _fit_ray_train(cfg, job, run_id, trial_id)
+    if job.get("export_dir") and state:  # the ablation evaluates every trial's final G_ema
+        ckpt_io.export_generator(state, Path(job["export_dir"]) / f"{trial_id}.pt")
+
+
+def _fit_here(cfg: Config, job: dict[str, Any], run_id: str | None, start) -> dict[str, Any]:
+    """The loop in the trial's own process, reporting to Tune (checkpoints in Tune's storage)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(job["cpus"])))
+    if start is not None:
+        with start.as_directory() as d:
+            start = ckpt_io.load(d, device="cpu")
+    logger = None
+    if run_id:
+        logger = tracking.MlflowRunLogger(job["tracking_uri"], run_id)
+
+    def report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+        if state is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            ckpt_io.save(Path(d) / ckpt_io.CKPT_FILE, state)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+    device = "cuda" if job["use_gpu"] else "cpu"
+    return fit(cfg, data_path=job["data_path"], report=report, device=device,
+               fid_ref=FidRef(**job["fid_ref"]), start=start, logger=logger,
+               stop_epoch=job["epochs"])
+
+
+def _fit_ray_train(cfg: Config, job: dict[str, Any], run_id: str | None,
+                   trial_id: str) -> dict[str, Any]:
+    """A TorchTrainer of ``job["workers"]`` DDP ranks; its reports reach Tune."""
     trainer = make_trainer(
         cfg, data_path=job["data_path"], fid_ref=FidRef(**job["fid_ref"]),
         name=f"{job['name']}-{trial_id}", storage=job["storage"],
         num_workers=job["workers"], use_gpu=job["use_gpu"],
-        cpus_per_worker=1.0 - TRIAL_CPU / job["workers"],
+        cpus_per_worker=1.0 - TRIAL_CPU / job["workers"], stop_epoch=job["epochs"],
         run_id=run_id, tracking_uri=job["tracking_uri"], callbacks=[TuneReportCallback()])
     # The driver sets the run's final status: Tune may stop us mid-fit. A wait for the
     # workers that runs out raises ResourceWaitError, which ends the whole search
     # (WaitBounds below).
     result = fit_bounded(trainer)
-    if job.get("export_dir"):  # the ablation evaluates every trial's final G_ema
-        with result.checkpoint.as_directory() as d:
-            export_generator(load(d), Path(job["export_dir"]) / f"{trial_id}.pt")
+    if result.checkpoint is None:
+        return {}
+    with result.checkpoint.as_directory() as d:
+        return ckpt_io.load(d)
 
 
 def _wait_error(exc: BaseException | None) -> ResourceWaitError | None:
@@ -170,6 +227,8 @@ class TrialRow:
     epochs: int  # epochs the trial ran before it finished or was stopped
     images_per_s: float  # mean training speed over its epochs after the first (warm-up)
     status: str  # finished, stopped (by ASHA), failed
+    checkpoint: str | None = None  # its last checkpoint: a local path or a URI
+    run_id: str | None = None  # its nested MLflow run
 
     def flat(self) -> dict[str, Any]:
         """One CSV row: the point's keys as columns."""
@@ -181,11 +240,16 @@ class TrialRow:
 def run_search(cfg: Config, *, data_path: str, fid_ref: FidRef, use_gpu: bool,
                parent_run_id: str | None, name: str | None = None,
                restore: bool = False) -> list[TrialRow]:
-    """Run the search (or restore the interrupted experiment ``name``); one row per trial."""
+    """Run the search (or restore the interrupted experiment ``name``); one row per trial.
+
+    Every trial trains ``cfg`` (train.epochs as its schedule) with its point applied, and
+    ASHA stops it at a rung or at tune.epochs, where it has a checkpoint."""
     t = cfg.tune
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=t.epochs,
-                              grace_period=t.grace_period, reduction_factor=t.reduction_factor)
-    return run_trials(cfg, search_space(cfg), num_samples=t.num_samples, epochs=t.epochs,
+    budget = min(t.epochs, cfg.train.epochs)
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=budget,
+                              grace_period=min(t.grace_period, budget),
+                              reduction_factor=t.reduction_factor)
+    return run_trials(cfg, search_space(cfg), num_samples=t.num_samples, epochs=budget,
                       scheduler=scheduler, workers=t.workers_per_trial,
                       max_concurrent=t.max_concurrent, seed=t.seed, data_path=data_path,
                       fid_ref=fid_ref, use_gpu=use_gpu, parent_run_id=parent_run_id,
@@ -195,37 +259,48 @@ def run_search(cfg: Config, *, data_path: str, fid_ref: FidRef, use_gpu: bool,
 def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, epochs: int,
                scheduler: Any, workers: int, max_concurrent: int, seed: int, data_path: str,
                fid_ref: FidRef, use_gpu: bool, parent_run_id: str | None, name: str,
-               export_dir: str | None = None, restore: bool = False) -> list[TrialRow]:
-    """Run one Tune experiment of Ray Train trials over ``param_space``.
+               export_dir: str | None = None, restore: bool = False,
+               direct: bool | None = None) -> list[TrialRow]:
+    """Run one Tune experiment of training trials over ``param_space``.
 
     Args:
-        cfg: the base configuration every point is applied to.
+        cfg: the base configuration every point is applied to (its train.epochs is the
+            learning-rate schedule's length).
         param_space: Tune's space over keys of POINT_KEYS (choices or grid_search).
-        num_samples, epochs, scheduler: Tune's samples, a trial's length, early stopping
-            (None: every trial runs to the end).
-        workers: Ray Train workers (DDP ranks) per trial.
+        num_samples, epochs, scheduler: Tune's samples, the epoch a trial stops at (with a
+            checkpoint), early stopping (None: every trial runs to ``epochs``).
+        workers: DDP ranks per trial: 1 trains in the trial's own process with all the CPUs
+            (or the GPU) of its share of the cluster; more run a Ray Train TorchTrainer.
         max_concurrent, seed: trials at once (capped by the cluster's CPUs), sampling seed.
         export_dir: when given, each finished trial writes its final generator there as
             ``<trial_id>.pt``.
+        direct: train in the trial's own process (default: when ``workers`` is 1); False
+            runs a TorchTrainer even for one worker (bench/overhead.py compares the two).
         restore: carry on the experiment ``name`` in Ray's storage when there is one
             (Tune's experiment restore: finished and failed trials are not run again,
             unfinished ones start again).
     Returns:
         One row per trial, failed trials included.
     """
+    # Each trial's Train workers sit outside Tune's own accounting: start no more trials
+    # than the cluster can give workers to, or the extra ones wait on a worker group. A
+    # one-worker trial trains in its own process with an equal share of the CPUs.
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    concurrent = max(1, min(max_concurrent, int(cpus // workers)))
+    share = max(1.0, float(int(cpus // concurrent)))
+    direct = workers == 1 if direct is None else direct
+    if direct and workers != 1:
+        raise ValueError("a trial trains in its own process with one worker only")
     # Trials run in their own working directories: hand them absolute paths.
     job = {"data_path": str(Path(data_path).resolve()), "fid_ref": vars(fid_ref.resolved()),
            "use_gpu": use_gpu, "storage": storage_path(cfg.ray.storage_path), "name": name,
            "parent_run_id": parent_run_id, "tracking_uri": tracking.tracking_uri(),
-           "epochs": epochs, "workers": workers, "tags": tracking.provenance_tags(),
+           "epochs": epochs, "workers": workers, "cpus": share, "direct": direct,
+           "tags": tracking.provenance_tags(),
            "export_dir": str(Path(export_dir).resolve()) if export_dir else None}
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=cfg.model_dump(mode="json"), job=job),
-        {"cpu": TRIAL_CPU})
-    # Each trial's Train workers sit outside Tune's own accounting: start no more trials
-    # than the cluster can give workers to, or the extra ones wait on a worker group.
-    cpus = ray.cluster_resources().get("CPU", 1.0)
-    concurrent = max(1, min(max_concurrent, int(cpus // workers)))
+        trial_resources(workers if direct else 0, use_gpu, share))
     exp_path = f"{storage_path(cfg.ray.storage_path).rstrip('/')}/{name}"
     if restore and tune.Tuner.can_restore(exp_path):
         tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True,
@@ -258,14 +333,24 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
             status = "stopped"
         else:
             status = "finished"
-        point = {k: POINT_KEYS[k][1](v) for k, v in res.config.items() if k in POINT_KEYS}
+        point = {k: POINT_KEYS[k](v) for k, v in res.config.items() if k in POINT_KEYS}
         rows.append(TrialRow(
             trial_id=_trial_id(res), point=point,
             fid=fids[-1] if fids else math.nan, best_fid=min(fids) if fids else math.nan,
             epochs=done, images_per_s=sum(speeds) / len(speeds) if speeds else math.nan,
-            status=status))
-    _close_trial_runs(cfg.tracking.experiment, parent_run_id, rows)
+            status=status, checkpoint=_uri(res.checkpoint)))
+    runs = _close_trial_runs(cfg.tracking.experiment, parent_run_id, rows)
+    for r in rows:
+        r.run_id = runs.get(r.trial_id)
     return rows
+
+
+def _uri(checkpoint) -> str | None:
+    """Where a Tune checkpoint is: a local path, or a URI on remote storage."""
+    if checkpoint is None:
+        return None
+    scheme = getattr(checkpoint.filesystem, "type_name", "local")
+    return checkpoint.path if scheme == "local" else f"{scheme}://{checkpoint.path}"
 
 
 def _column(frame, key: str) -> list[float]:
@@ -281,23 +366,33 @@ def _trial_id(res) -> str:
 _RUN_STATUS = {"finished": "FINISHED", "stopped": "KILLED", "failed": "FAILED"}
 
 
-def _close_trial_runs(experiment: str, parent_run_id: str | None, rows: list["TrialRow"]) -> None:
+def _close_trial_runs(experiment: str, parent_run_id: str | None,
+                      rows: list["TrialRow"]) -> dict[str, str]:
     """Give every nested trial run its final status (ASHA ends a stopped trial's process,
-    so the trial itself cannot)."""
+    so the trial itself cannot).
+
+    Returns:
+        trial id -> its MLflow run id.
+    """
     if not parent_run_id:
-        return
+        return {}
     c = tracking.client()
     status = {r.trial_id: r.status for r in rows}
+    runs = {}
     for run in c.search_runs([tracking.experiment_id(experiment)],
                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'"):
-        st = status.get(run.data.tags.get("resgan.trial_id", ""), "failed")
+        trial_id = run.data.tags.get("resgan.trial_id", "")
+        st = status.get(trial_id, "failed")
         c.set_tag(run.info.run_id, "resgan.trial_status", st)
         c.set_terminated(run.info.run_id, _RUN_STATUS[st])
+        runs[trial_id] = run.info.run_id
+    return runs
 
 
 def best_trial(rows: list[TrialRow]) -> TrialRow:
-    """The trial with the lowest final FID among those that did not fail."""
-    ok = [r for r in rows if r.status != "failed" and math.isfinite(r.fid)]
+    """The trial with the lowest final FID among those that ran the whole budget (ASHA let
+    them through every rung), so that candidates are compared at the same images seen."""
+    ok = [r for r in rows if r.status == "finished" and math.isfinite(r.fid)]
     if not ok:
-        raise RuntimeError("every trial failed: see the Ray Tune output above")
+        raise RuntimeError("no trial ran to tune.epochs: see the Ray Tune output above")
     return min(ok, key=lambda r: r.fid)

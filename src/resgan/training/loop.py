@@ -22,6 +22,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from torchvision.utils import make_grid
 
+from resgan.augment import ADA_INTERVAL, Augment
 from resgan.config import Config
 from resgan.data import load_split
 from resgan.losses import LOSSES, gradient_penalty
@@ -124,8 +125,9 @@ def build_models(cfg: Config, img_channels: int) -> tuple[Generator, Discriminat
 
 def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_size: int = 1,
         device: str | torch.device = "cpu", fid_ref: FidRef | None = None,
-        start: dict[str, Any] | None = None, logger: RunLogger | None = None) -> dict[str, Any]:
-    """Train G and D for ``cfg.train.epochs`` epochs.
+        start: dict[str, Any] | None = None, logger: RunLogger | None = None,
+        stop_epoch: int | None = None) -> dict[str, Any]:
+    """Train G and D for ``cfg.train.epochs`` epochs (or up to ``stop_epoch``).
 
     Args:
         cfg: the validated configuration (model, train and data sections are used).
@@ -136,15 +138,22 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
             torch.distributed process group.
         device: where this worker trains.
         fid_ref: when given, rank 0 measures FID of G_ema every epoch (metric ``fid``).
-        start: a checkpoint state to resume from: epoch, step, weights, optimizers, EMA and
-            every rank's RNG state, so that a resumed run continues exactly as an
-            uninterrupted one would (with another world size the noise is reseeded).
+        start: a checkpoint state to resume from: epoch, step, weights, optimizers, EMA,
+            ADA's augmentation probability (train.augment: ada-...) and every rank's RNG
+            state, so that a resumed run continues exactly as an uninterrupted one would
+            (with another world size the noise is reseeded).
         logger: rank 0's metric and image sink.
+        stop_epoch: stop after this epoch (with a checkpoint), as if the run were interrupted
+            there: the schedule (learning-rate decay) is still that of ``cfg.train.epochs``,
+            so a run continued from it is the run that was never stopped. A Tune trial
+            stops at the search's budget; the train stage continues the best one.
     Returns:
-        The final checkpoint state on rank 0, an empty dict elsewhere.
+        The final checkpoint state on rank 0 (``start`` when it is already at the end), an
+        empty dict elsewhere.
     Raises:
         DivergedError: the losses became NaN or infinite.
     """
+    cfg.require_fixed("training")
     t = cfg.train
     device = torch.device(device)
     x, _ = load_split(data_path)
@@ -162,6 +171,15 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
     G_ema = make_ema(G, t.ema_halflife_kimg, t.ema_rampup, t.batch_size)
     opt_G = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
     opt_D = torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
+    augment = Augment(t.augment, device)  # train.augment: before every call of D
+    extractor, ref = None, None
+    if rank == 0 and fid_ref is not None:
+        # built under its own RNG state: the training noise is the same with or without it
+        with torch.random.fork_rng(devices=[]):
+            extractor = build_extractor(fid_ref.features, classifier_path=fid_ref.classifier_path,
+                                        inception_weights=fid_ref.inception_weights,
+                                        dims=fid_ref.dims, device=device)
+        ref = load_stats(fid_ref.stats_path)
     epoch0, step, resumed_from = 0, 0, []
     torch.manual_seed(t.seed + 1000 * rank)  # different noise per rank
     if start is not None:
@@ -172,6 +190,8 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
         opt_D.load_state_dict(start["opt_D"])
         epoch0, step = start["epoch"], start["step"]
         resumed_from = [*start.get("resumed_from", []), epoch0]
+        if "augment" in start:  # ADA's p (a checkpoint without it: p starts again at 0)
+            augment.load_state_dict(start["augment"], rank)
         rng = start.get("rng", [])
         if len(rng) == world_size:
             _set_rng(rng[rank], device)
@@ -192,15 +212,10 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
     loader = DataLoader(dataset, batch_size=per_worker, sampler=sampler, drop_last=True)
 
     lead = rank == 0
-    extractor, ref = None, None
-    if lead and fid_ref is not None:
-        extractor = build_extractor(fid_ref.features, classifier_path=fid_ref.classifier_path,
-                                    inception_weights=fid_ref.inception_weights,
-                                    dims=fid_ref.dims, device=device)
-        ref = load_stats(fid_ref.stats_path)
     z_dim = cfg.model.z_dim
-    state: dict[str, Any] = {}
-    for epoch in range(epoch0 + 1, t.epochs + 1):
+    end = t.epochs if stop_epoch is None else min(stop_epoch, t.epochs)
+    state: dict[str, Any] = dict(start) if start is not None and epoch0 >= end and lead else {}
+    for epoch in range(epoch0 + 1, end + 1):
         sampler.set_epoch(epoch)
         if t.lr_decay == "linear":  # derived from the epoch: nothing extra to checkpoint
             for opt, lr in ((opt_G, t.lr_g), (opt_D, t.lr_d)):
@@ -216,13 +231,20 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
             z = torch.randn(len(xb), z_dim, device=device)
             with torch.no_grad(), autocast():
                 fake = G_t(z)
+            both = torch.cat([xb, fake.to(xb.dtype)])
+            if augment.enabled:  # each image its own transform, real and fake alike
+                both = augment(both)
             with autocast():
-                logits = D_t(torch.cat([xb, fake.to(xb.dtype)]))
+                logits = D_t(both)
                 loss_d = loss_d_fn(logits[: len(xb)].float(), logits[len(xb):].float())
+            augment.observe(logits[: len(xb)])
             if t.loss == "wgan-gp":
                 # in float32, through the unwrapped D: DDP hooks do not support double
                 # backward, and the penalty's gradients still reach D's parameters below.
-                loss_d = loss_d + t.gp_lambda * gradient_penalty(D, xb, fake.float())
+                # With train.augment, between the augmented images D's loss saw: D must be
+                # 1-Lipschitz where it is compared, on the augmented distributions.
+                loss_d = loss_d + t.gp_lambda * gradient_penalty(
+                    D, both[: len(xb)], both[len(xb):].float())
             opt_D.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_D.step()
@@ -230,10 +252,15 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
             n_d += 1
             seen += len(xb)
             step += 1
+            if augment.adaptive and step % ADA_INTERVAL == 0:
+                augment.update(ADA_INTERVAL * len(xb) * world_size, world_size)
             if step % t.n_dis == 0:
                 z = torch.randn(len(xb), z_dim, device=device)
                 with autocast():
-                    loss_g = loss_g_fn(D_t(G_t(z)).float())
+                    fake = G_t(z)
+                    if augment.enabled:  # G learns through the same transforms
+                        fake = augment(fake)
+                    loss_g = loss_g_fn(D_t(fake).float())
                 opt_G.zero_grad(set_to_none=True)
                 loss_g.backward()  # also fills D's grads; opt_D.zero_grad clears them
                 opt_G.step()
@@ -252,8 +279,11 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
                                 f"loss_d={loss_d_mean}, loss_g={loss_g_mean}")
         metrics = {"epoch": epoch, "loss_d": loss_d_mean, "loss_g": loss_g_mean,
                    "images_per_s": seen * world_size / elapsed}
-        due = epoch % t.checkpoint_every == 0 or epoch == t.epochs
+        if augment.adaptive:
+            metrics["augment_p"] = augment.p
+        due = epoch % t.checkpoint_every == 0 or epoch == end
         rng = _gather_rng(world_size, device) if due else None  # every rank takes part
+        aug_state = augment.state_dict(world_size) if due and augment.adaptive else None
         ckpt = None
         if lead:
             ema_G = G_ema.module.eval()
@@ -265,7 +295,7 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
             if logger is not None:  # a recorded FID names its extractor and sample count
                 logger.log_metrics({fid_name(fid_ref.features, t.fid_samples) if k == "fid" else k: v
                                     for k, v in metrics.items()}, step=epoch)
-                if epoch % t.sample_every == 0 or epoch == t.epochs:
+                if epoch % t.sample_every == 0 or epoch == end:
                     grid = make_grid(sample(ema_G, 64, seed=t.seed + 1, device=device),
                                      nrow=8, normalize=True, value_range=(-1, 1))
                     logger.log_image(grid.permute(1, 2, 0).numpy(), f"samples/epoch_{epoch:04d}.png")
@@ -279,6 +309,8 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
                     "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
                     "metrics": dict(metrics),
                 }
+                if aug_state is not None:  # ADA's p and its sums since the last update
+                    state["augment"] = aug_state
                 ckpt = state
         report(metrics, ckpt)
     return state

@@ -136,6 +136,25 @@ def resolve_use_gpu(setting: str | bool) -> bool:
     return bool(setting)
 
 
+def resolve_workers(setting: int | str, use_gpu: bool) -> tuple[int, float]:
+    """train.num_workers as (workers, CPUs per worker).
+
+    ``auto``: one worker per GPU of the cluster when training on GPUs; on CPUs one worker
+    per node, each with all the CPUs of the smallest node, so that on one machine a single
+    process trains with every core (DDP between processes on one CPU machine only adds
+    all-reduces: see docs/benchmarks.md). A number: that many workers, one CPU each.
+    """
+    if setting != "auto":
+        return int(setting), 1.0
+    if use_gpu:
+        return max(1, int(ray.cluster_resources().get("GPU", 1))), 1.0
+    nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes()
+             if n.get("Alive") and n["Resources"].get("CPU", 0.0) >= 1]
+    if not nodes:
+        return 1, 1.0
+    return len(nodes), float(int(min(nodes)))
+
+
 def _quiet_ray_reports() -> None:
     """Ray Train 2.60 logs every report at INFO from each worker (a logger named after its
     source file); the loop prints one line per epoch on rank 0 instead."""
@@ -147,14 +166,21 @@ def _quiet_ray_reports() -> None:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker: rebuild the config, resume from Ray's checkpoint if any, train."""
+    """Ray Train worker: rebuild the config, resume from Ray's checkpoint if any (else from
+    ``config["start"]``, a checkpoint to continue, e.g. tune's best trial), train."""
+    import torch
+
     cfg = load_config(config["cfg"], "worker config")
     _quiet_ray_reports()
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     start = None
-    if (ck := ray.train.get_checkpoint()) is not None:
+    ck = ray.train.get_checkpoint()
+    if ck is None and config.get("start"):
+        ck = Checkpoint(config["start"])
+    if ck is not None:
         with ck.as_directory() as d:
             start = ckpt_io.load(d, device="cpu")
     logger = None
@@ -173,7 +199,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     fid_ref = FidRef(**config["fid_ref"]) if config.get("fid_ref") else None
     fit(cfg, data_path=config["data_path"], report=report, rank=rank, world_size=world,
-        device=device, fid_ref=fid_ref, start=start, logger=logger)
+        device=device, fid_ref=fid_ref, start=start, logger=logger,
+        stop_epoch=config.get("stop_epoch"))
 
 
 def fit_tracked(trainer: TorchTrainer, run_id: str) -> tuple[dict[str, Any], float]:
@@ -198,14 +225,24 @@ def fit_tracked(trainer: TorchTrainer, run_id: str) -> tuple[dict[str, Any], flo
 def make_trainer(cfg: Config, *, data_path: str, fid_ref: FidRef | None, name: str,
                  storage: str, num_workers: int, use_gpu: bool, run_id: str | None = None,
                  tracking_uri: str | None = None, callbacks: list | None = None,
-                 max_failures: int = 0, cpus_per_worker: float = 1.0) -> TorchTrainer:
-    """A TorchTrainer running ``train_loop_per_worker`` with ``num_workers`` DDP ranks."""
+                 max_failures: int = 0, cpus_per_worker: float = 1.0,
+                 start: str | None = None, stop_epoch: int | None = None) -> TorchTrainer:
+    """A TorchTrainer running ``train_loop_per_worker`` with ``num_workers`` DDP ranks,
+    each with ``cpus_per_worker`` CPUs and as many torch threads.
+
+    Args:
+        start: a checkpoint (directory or URI) to continue when the run has none of its own.
+        stop_epoch: see ``resgan.training.loop.fit``.
+    """
     config = {
         "cfg": cfg.model_dump(mode="json"),
         "data_path": str(Path(data_path).resolve()),
         "fid_ref": None if fid_ref is None else vars(fid_ref.resolved()),
         "run_id": run_id,
         "tracking_uri": tracking_uri,
+        "threads": max(1, int(cpus_per_worker)),
+        "start": start,
+        "stop_epoch": stop_epoch,
     }
     return TorchTrainer(
         train_loop_per_worker,
