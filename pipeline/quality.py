@@ -47,7 +47,8 @@ def main() -> None:
     from resgan.metrics.scoring import Scorer
     from resgan.nets import sample
     from resgan.training import checkpoint as ckpt_io
-    from resgan.training.ray_train import fit_tracked, init_ray, make_trainer, resolve_use_gpu
+    from resgan.training.ray_train import (fit_tracked, init_ray, make_trainer, resolve_use_gpu,
+                                           resolve_workers)
 
     champ_state = ckpt_io.load(f"{args.trained}/generator.pt")
     champ_cfg = load_config(champ_state["config"], "champion config")
@@ -56,6 +57,7 @@ def main() -> None:
     t = plain_cfg.train
     init_ray()
     use_gpu = resolve_use_gpu(t.use_gpu)
+    workers, cpus = resolve_workers(t.num_workers, use_gpu)
     run_id = tracking.start_run(cfg.tracking.experiment, "quality-plain",
                                 params=plain_cfg.model_dump(mode="json"),
                                 tags={"resgan.stage": "quality"})
@@ -65,7 +67,7 @@ def main() -> None:
     trainer = make_trainer(
         plain_cfg, data_path=f"{args.prepared}/train.npz", fid_ref=monitor_ref(args.prepared, e),
         name=f"quality-{time.strftime('%Y%m%d-%H%M%S')}", storage=cfg.ray.storage_path,
-        num_workers=t.num_workers, use_gpu=use_gpu, run_id=run_id,
+        num_workers=workers, cpus_per_worker=cpus, use_gpu=use_gpu, run_id=run_id,
         tracking_uri=tracking.tracking_uri())
     plain_state, seconds = fit_tracked(trainer, run_id)
     ckpt_io.export_generator(plain_state, Path(args.generators) / "plain.pt")
@@ -105,7 +107,7 @@ def main() -> None:
         f"at the same sample count) and at {e.num_samples} samples",
         f"- the plain network: the best plain depth of the ablation ({depth}), trained with the "
         f"champion's configuration (loss {t.loss}, lr_g {t.lr_g:.2e}, lr_d {t.lr_d:.2e}, "
-        f"{t.epochs} epochs, batch {t.batch_size}, {t.num_workers} Ray Train workers) in "
+        f"{t.epochs} epochs, batch {t.batch_size}, {workers} Ray Train worker(s) x {cpus:g} CPU(s)) in "
         f"{seconds / 60:.1f} min",
         "",
         f"| | depth | shortcuts | images seen | FID @ {n_floor} | × floor | FID @ {e.num_samples} |",

@@ -105,8 +105,16 @@ def test_whole_pipeline(repo):
     assert ev["repeats"] == 3 and 0 < ev["fid_std"] < ev["fid"]
     score = json.loads((repo[0] / "outputs/eval/score.json").read_text())
     assert score["fid"] == pytest.approx(sum(score["fid_per_seed"]) / 3)
+    assert 0 <= ev["kid"] and 0 <= ev["precision"] <= 1 and 0 <= ev["recall"] <= 1
     trials = (repo[0] / "outputs/tune/trials.csv").read_text().splitlines()
     assert trials[0].startswith("trial_id,depth") and len(trials) == 3
+    # model.depth is fixed (1) in these params: tune searched only the learning rates, and
+    # train continued the best trial from tune.epochs (2) to train.epochs (2: nothing left)
+    best = json.loads((repo[0] / "outputs/tune/best.json").read_text())
+    assert best["searched"] == ["lr_g", "lr_d"] and "depth" not in best
+    tr = ws["outputs/train/metrics.json"]["data"]
+    assert (tr["depth"], tr["epochs"], tr["epochs_in_tune"]) == (1, 2, 2)
+    assert (tr["lr_g"], tr["lr_d"]) == pytest.approx((best["lr_g"], best["lr_d"]))
 
     plots = _dvc(repo, "plots", "show", "--json")
     shown = json.loads(plots.stdout)
@@ -262,7 +270,7 @@ def test_killed_train_stage_resumes_from_its_checkpoint(repo):
 
     _set_param(repo, "train", "lr_g", 3e-4)  # another configuration: a fresh run
     out = _dvc(repo, "repro", "train")
-    assert "resuming" not in out.stdout
+    assert "train: resuming the interrupted run" not in out.stdout  # (it continues tune's pick)
     assert (work / "outputs/train/run_id.txt").read_text().strip() != run_id
 
 
@@ -431,3 +439,34 @@ def test_pipeline_tracks_to_an_mlflow_server_with_basic_auth(tmp_path, mlflow_se
         del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
     # the artifacts went through the server into its artifact store
     assert list((server_dir / "artifacts").rglob("epoch_0002.png"))
+
+
+def test_params_without_tune_are_trained_as_they_are(repo):
+    """With no key set to "tune" nothing is searched and train trains params.yaml's values
+    from the start; then setting model.depth to 3 gives a depth-3 model. Last in the module:
+    it leaves other outputs than the params say."""
+    p = repo[0] / "params.yaml"
+    good = p.read_text()
+    try:
+        _set_param(repo, "train", "lr_g", 3e-4)
+        _set_param(repo, "train", "lr_d", 2e-4)
+        _set_param(repo, "train", "epochs", 3)
+        out = _dvc(repo, "repro")
+        assert _ran(out) == ["tune", "train", "evaluate", "register"]
+        assert "nothing to search" in out.stdout
+        best = json.loads((repo[0] / "outputs/tune/best.json").read_text())
+        assert best == {"searched": [], "trials": 0}
+        tr = json.loads((repo[0] / "outputs/train/metrics.json").read_text())
+        assert (tr["depth"], tr["lr_g"], tr["lr_d"], tr["epochs"], tr["epochs_in_tune"]) == \
+            (1, 3e-4, 2e-4, 3, 0)
+        _set_param(repo, "model", "depth", 3)
+        out = _dvc(repo, "repro")
+        assert _ran(out) == ["tune", "train", "evaluate", "register"]
+        tr = json.loads((repo[0] / "outputs/train/metrics.json").read_text())
+        assert tr["depth"] == 3
+        from resgan.training import checkpoint as ckpt_io
+
+        assert ckpt_io.load(repo[0] / "outputs/train/generator.pt")["G_kwargs"]["depth"] == 3
+    finally:
+        p.write_text(good)
+
