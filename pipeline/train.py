@@ -125,18 +125,24 @@ def _tune_checkpoint(best: dict) -> str | None:
 
 
 def _copy_history(trial_run: str | None, run_id: str, fid_key: str) -> None:
-    """Log the trial's per-epoch metrics into the train run: one history from epoch 1."""
+    """Log the trial's per-epoch metrics and sample grids into the train run: one history
+    from epoch 1."""
     if not trial_run:
         return
+    import tempfile
     import time
 
     from mlflow.entities import Metric
 
+    c = tracking.client()
     now = int(time.time() * 1000)
     rows = tracking.metric_history(trial_run, ["loss_d", "loss_g", fid_key, "images_per_s"])
     metrics = [Metric(k, v, now, int(r["epoch"])) for r in rows for k, v in r.items() if k != "epoch"]
     for i in range(0, len(metrics), 1000):
-        tracking.client().log_batch(run_id, metrics=metrics[i:i + 1000])
+        c.log_batch(run_id, metrics=metrics[i:i + 1000])
+    if c.list_artifacts(trial_run, "samples"):
+        with tempfile.TemporaryDirectory() as d:
+            c.log_artifacts(run_id, c.download_artifacts(trial_run, "samples", d), "samples")
 
 
 if __name__ == "__main__":

@@ -42,12 +42,13 @@ def _ref(prepared):
     return FidRef(str(prepared / "stats.npz"), "classifier", str(prepared / "classifier.pt"))
 
 
-def _train_workers() -> dict[str, str]:
-    """actor id -> node id of every Ray Train worker so far (dead ones included)."""
+def _train_workers(class_name: str = "RayTrainWorker") -> dict[str, str]:
+    """actor id -> node id of every actor of that class so far (dead ones included): Ray
+    Train workers, or Tune's function trainables (``ImplicitFunc``)."""
     from ray.util.state import list_actors
 
     actors = list_actors(address=ray.get_runtime_context().gcs_address, limit=1000,
-                         filters=[("class_name", "=", "RayTrainWorker")], detail=True)
+                         filters=[("class_name", "=", class_name)], detail=True)
     return {a.actor_id: a.node_id for a in actors}
 
 
@@ -81,10 +82,13 @@ def test_train_and_tune_span_both_nodes(cluster, tiny_cfg, prepared, mlflow_stor
     assert len(set(train_workers.values())) == 2  # one worker per node: each has one CPU
 
     parent = tracking.start_run("test", "tune")
-    cfg = replace(tiny_cfg, tracking={"experiment": "test"}, ray={"storage_path": str(tmp_path / "ray")})
+    cfg = replace(tiny_cfg, tracking={"experiment": "test"}, ray={"storage_path": str(tmp_path / "ray")},
+                  model={"depth": "tune"})
     rows = run_search(cfg, data_path=str(prepared / "train.npz"), fid_ref=_ref(prepared),
                       use_gpu=False, parent_run_id=parent, name="cluster-tune")
     assert len(rows) == 2 and all(r.status in ("finished", "stopped") for r in rows)
-    tune_workers = {a: n for a, n in _train_workers().items() if a not in train_workers}
-    assert len(tune_workers) == 2  # one per trial, both trials at once: one on each node
-    assert len(set(tune_workers.values())) == 2
+    # one-worker trials train in their own Tune actor, with a whole CPU each: both trials
+    # at once, one on each node
+    trials = _train_workers("ImplicitFunc")
+    assert len(trials) == 2 and len(set(trials.values())) == 2
+    assert _train_workers().keys() == train_workers.keys()  # no Ray Train worker group

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def ray_runtime():
-    ray.init(num_cpus=2, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, logging_level="WARNING")  # never another instance
     yield
     ray.shutdown()
 
