@@ -58,10 +58,7 @@ def main() -> None:
             raise ConfigError(f"{', '.join(tuned)} are set to 'tune': the ablation trains with "
                               f"the values tune chose ({args.best}, from `make run`) or set them "
                               f"in {args.params}")
-        best = read_json(args.best)
-        if missing := [k for k in tuned if k not in best]:
-            raise ConfigError(f"{args.best} has no value for {', '.join(missing)}: run `make run`")
-        cfg = cfg.with_point({k: best[k] for k in tuned})
+        cfg = cfg.with_tuned(read_json(args.best), args.best, keys=tuned)
     if not Path(f"{args.prepared}/train.npz").exists():
         raise SystemExit(f"error: {args.prepared}/train.npz not found: run `dvc repro prepare` first")
     from ray import tune  # after validation: imports Ray

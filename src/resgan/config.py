@@ -191,13 +191,16 @@ with warnings.catch_warnings():
                 sections.setdefault(SEARCHABLE[key], {})[key] = value
             return replace(self, **sections) if sections else self
 
-        def with_tuned(self, best: dict[str, Any], source: str = "outputs/tune/best.json") -> "Config":
+        def with_tuned(self, best: dict[str, Any], source: str = "outputs/tune/best.json",
+                       keys: list[str] | None = None) -> "Config":
             """This config with tune's chosen values (``best``: the tune stage's best.json)
-            for the keys set to "tune"; a ConfigError when one of them has none there."""
-            if missing := [k for k in self.searched() if k not in best]:
+            for ``keys`` (default: every key set to "tune"); a ConfigError when one of them
+            has none there."""
+            keys = self.searched() if keys is None else keys
+            if missing := [k for k in keys if k not in best]:
                 raise ConfigError(f"{source} has no value for {', '.join(missing)}: run the "
                                   f"tune stage again (dvc repro tune)")
-            return self.with_point({k: best[k] for k in self.searched()})
+            return self.with_point({k: best[k] for k in keys})
 
         def require_fixed(self, what: str) -> "Config":
             """This config, or a ConfigError naming the keys still set to "tune"."""
