@@ -106,6 +106,16 @@ def test_other_losses_and_linear_lr_decay(tiny_cfg, prepared, loss):
     assert state["opt_G"]["state"][0]["step"].item() * 2 == state["step"]
 
 
+@pytest.mark.parametrize("setting, device, batch, expected", [
+    ("auto", "cuda", 256, True), ("auto", "cuda", 255, False), ("auto", "cpu", 1024, False),
+    (True, "cpu", 8, True), (False, "cuda", 1024, False)])
+def test_mixed_precision_auto_rule(setting, device, batch, expected):
+    """auto: bf16 on CUDA only from 256 images per worker (slower below, bench/gpu.py)."""
+    from resgan.training.loop import use_mixed_precision
+
+    assert use_mixed_precision(setting, device, batch) is expected
+
+
 @pytest.mark.parametrize("loss", ["bce", "wgan-gp"])
 def test_mixed_precision_path(tiny_cfg, prepared, loss):
     """The GPU path (bf16 autocast, channels-last), forced on the CPU: it trains, the

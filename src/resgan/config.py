@@ -71,7 +71,8 @@ class TrainConfig(_Section):
     # per node, each with all of its node's CPUs (on one machine: a single worker, all cores)
     num_workers: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = "auto"
     use_gpu: Literal["auto", True, False] = "auto"
-    # bf16 autocast + channels-last; auto: on CUDA only (true also on the CPU, for tests)
+    # bf16 autocast + channels-last; auto: on CUDA with >= 256 images per worker (below that
+    # it is slower: docs/benchmarks.md, GPU); true also on the CPU, for tests
     mixed_precision: Literal["auto", True, False] = "auto"
     seed: int = Field(0, ge=0)
     checkpoint_every: int = Field(5, ge=1)  # epochs between checkpoints
