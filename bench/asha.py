@@ -9,12 +9,9 @@ wall time. Run after `make run`:  .venv/bin/python bench/asha.py
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
-from _common import monitor_ref, read_params  # noqa: E402
+from resgan.stage import monitor_ref, read_params  # noqa: E402
 
 from resgan.machine import describe  # noqa: E402
 

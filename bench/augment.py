@@ -17,15 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import get_args
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
-from _common import read_params  # noqa: E402
+from resgan.stage import read_params  # noqa: E402
 
 from resgan.config import SEARCHABLE, AugmentPolicy, Config, load_config, replace  # noqa: E402
 from resgan.machine import describe  # noqa: E402

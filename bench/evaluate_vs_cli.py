@@ -22,8 +22,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
-from _common import read_params  # noqa: E402
+from resgan.stage import read_params  # noqa: E402
 
 from resgan.data import load_split  # noqa: E402
 from resgan.machine import describe  # noqa: E402

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
-from _common import monitor_ref, read_json, read_params  # noqa: E402
+from resgan.stage import monitor_ref, read_json, read_params  # noqa: E402
 
 from resgan.config import replace  # noqa: E402
 from resgan.machine import describe  # noqa: E402

@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
-from _common import read_json, read_params  # noqa: E402
+from resgan.stage import read_json, read_params  # noqa: E402
 
 from resgan.config import replace  # noqa: E402
 from resgan.machine import describe  # noqa: E402

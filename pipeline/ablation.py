@@ -16,19 +16,53 @@ Needs prepare's outputs: run `dvc repro prepare` first (`make ablation` does).
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
-from _common import PARAMS, monitor_ref, read_json, read_params, run
+from resgan.stage import PARAMS, monitor_ref, read_json, read_params, run
 from resgan import tracking
 from resgan.ablation import Cell, summarise, write_report
 from resgan.config import ConfigError, replace
-from resgan.training.loop import fid_name
+from resgan.metrics.scoring import fid_name
 
 
 def _slug(policy: str) -> str:
     """An augment policy in Ray run and MLflow metric names (no "+")."""
     return policy.replace("+", "_")
+
+
+def _comparable_settings(cfg, prep: dict) -> dict[str, str]:
+    """The report's settings that two runs must share for their cells to be compared."""
+    t, e, a = cfg.train, cfg.eval, cfg.ablation
+    images = prep["stats_samples"] // t.batch_size * t.batch_size * a.epochs
+    return {
+        "data": f"{cfg.data.dataset} at {cfg.data.resolution}px, {prep['stats_samples']} "
+                f"training images (split seed {cfg.data.seed})",
+        "fid_name": fid_name(e.features, e.num_samples),
+        "fixed": f"loss {t.loss}, lr_g {t.lr_g:g}, lr_d {t.lr_d:g}, betas ({t.beta1}, {t.beta2}), "
+                 f"n_dis {t.n_dis}, batch {t.batch_size}, channels {cfg.model.channels}, "
+                 f"z_dim {cfg.model.z_dim}, EMA half-life {t.ema_halflife_kimg} kimg "
+                 f"(ramp-up {t.ema_rampup})",
+        "images seen per network": f"{images:,} ({a.epochs} epochs x {images // a.epochs:,})",
+        "FID": f"{e.features} features, {e.num_samples} samples of G_ema (seed {e.seed}) "
+               f"against the training split's statistics; the real-data floor at "
+               f"{prep['floor_samples']} images is {prep['fid_floor']:.2f}",
+    }
+
+
+def _earlier_cells(path: str, comparable: dict[str, str]) -> list[Cell]:
+    """The cells of an earlier ablation.json, refused in one line unless its comparable
+    settings are this run's (checked before any training)."""
+    try:
+        res = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--merge {path}: cannot read it ({exc})") from None
+    for k, v in comparable.items():
+        if res.get("settings", {}).get(k) != v:
+            raise ConfigError(f"--merge {path}: its '{k}' ({res.get('settings', {}).get(k)}) is not "
+                              f"this run's ({v}): the cells would not be comparable")
+    return [Cell(**c) for c in res["cells"]]
 
 
 def main() -> None:
@@ -43,10 +77,12 @@ def main() -> None:
                     help="where every cell's final generator is kept (default: %(default)s)")
     ap.add_argument("--render", metavar="JSON",
                     help="only re-write the report from an earlier run's ablation.json")
+    ap.add_argument("--merge", metavar="JSON",
+                    help="report this run's cells together with an earlier run's ablation.json "
+                         "(same data, fixed settings, images seen and FID): its cells that this "
+                         "run trains again are replaced, e.g. to add augment rows to the depth study")
     args = ap.parse_args()
     if args.render:
-        import json
-
         res = json.loads(Path(args.render).read_text())
         paths = write_report(args.out, [Cell(**c) for c in res["cells"]], res["settings"])
         print(f"ablation: report re-written from {args.render}: {paths['md']}")
@@ -61,6 +97,8 @@ def main() -> None:
         cfg = cfg.with_tuned(read_json(args.best), args.best, keys=tuned)
     if not Path(f"{args.prepared}/train.npz").exists():
         raise SystemExit(f"error: {args.prepared}/train.npz not found: run `dvc repro prepare` first")
+    comparable = _comparable_settings(cfg, read_json(f"{args.prepared}/metrics.json"))
+    earlier = _earlier_cells(args.merge, comparable) if args.merge else []
     from ray import tune  # after validation: imports Ray
 
     from resgan.metrics.scoring import Scorer
@@ -122,22 +160,9 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     from resgan.machine import describe
 
-    prep = read_json(f"{args.prepared}/metrics.json")
-    images = prep["stats_samples"] // cfg.train.batch_size * cfg.train.batch_size * a.epochs
-    t = cfg.train
     settings = {
         "machine": describe(),
-        "data": f"{cfg.data.dataset} at {cfg.data.resolution}px, {prep['stats_samples']} "
-                f"training images (split seed {cfg.data.seed})",
-        "images seen per network": f"{images:,} ({a.epochs} epochs x {images // a.epochs:,})",
-        "fixed": f"loss {t.loss}, lr_g {t.lr_g:g}, lr_d {t.lr_d:g}, betas ({t.beta1}, {t.beta2}), "
-                 f"n_dis {t.n_dis}, batch {t.batch_size}, channels {cfg.model.channels}, "
-                 f"z_dim {cfg.model.z_dim}, EMA half-life {t.ema_halflife_kimg} kimg "
-                 f"(ramp-up {t.ema_rampup})",
-        "fid_name": key,
-        "FID": f"{e.features} features, {e.num_samples} samples of G_ema (seed {e.seed}) "
-               f"against the training split's statistics; the real-data floor at "
-               f"{prep['floor_samples']} images is {prep['fid_floor']:.2f}",
+        **comparable,
         **({"augment": f"train.augment per cell: {', '.join(a.augment)} (see resgan.augment)"}
            if augmented else {}),
         "workers per cell": a.workers_per_trial,
@@ -145,6 +170,12 @@ def main() -> None:
         "wall time": f"{seconds / 60:.1f} min ({train_seconds / 60:.1f} min training)",
         "command": "make ablation",
     }
+    if args.merge:
+        trained = {(x.depth, x.residual, x.augment, x.seed) for x in cells}
+        kept = [x for x in earlier if (x.depth, x.residual, x.augment, x.seed) not in trained]
+        settings["cells"] = (f"{len(cells)} trained by this run, {len(kept)} kept from {args.merge} "
+                             f"(the same settings above; its machine and wall time may differ)")
+        cells = kept + cells
     paths = write_report(args.out, cells, settings)
     for p in paths.values():
         c.log_artifact(parent, str(p), artifact_path="ablation")

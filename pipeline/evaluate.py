@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _common import read_json, read_params, run, write_json
+from resgan.stage import read_json, read_params, run, write_json
 from resgan import tracking
 from resgan.metrics.scoring import Scorer
 from resgan.nets import sample
 from resgan.training import checkpoint as ckpt_io
-from resgan.training.loop import fid_name
+from resgan.metrics.scoring import fid_name
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from _common import eval_extractor, features_dir, read_params, run, write_json
+from resgan.stage import eval_extractor, features_dir, read_params, run, write_json
 from resgan.config import ConfigError
 from resgan.data import is_labelled, load_dataset, save_split, split
 from resgan.metrics.cache import cached_stats, extractor_key, fingerprint

@@ -16,10 +16,10 @@ import argparse
 import time
 from pathlib import Path
 
-from _common import PARAMS, monitor_ref, read_json, read_params, run
+from resgan.stage import PARAMS, monitor_ref, read_json, read_params, run
 from resgan import tracking
 from resgan.config import load_config, replace
-from resgan.training.loop import fid_name
+from resgan.metrics.scoring import fid_name
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _common import read_json, read_params, run, write_json
+from resgan.stage import read_json, read_params, run, write_json
 from resgan import tracking
 from resgan.metrics.scoring import Scorer
 

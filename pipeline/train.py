@@ -16,9 +16,10 @@ import argparse
 import csv
 from pathlib import Path
 
-from _common import monitor_ref, open_run, read_json, read_params, run, write_json
+from resgan.stage import monitor_ref, read_json, read_params, run, write_json
 from resgan import tracking
-from resgan.training.loop import fid_name
+from resgan.metrics.scoring import fid_name
+from resgan.training.resume import open_run
 
 HISTORY = ["loss_d", "loss_g", "fid", "images_per_s"]
 
@@ -79,7 +80,7 @@ def main() -> None:
             tracking_uri=tracking.tracking_uri(), max_failures=cfg.train.max_failures,
             start=start)
         state, seconds = fit_tracked(trainer, run_id)
-    record.write(mlflow_run_id=run_id, complete=True)
+    record.release(mlflow_run_id=run_id, complete=True)
     out = Path(args.out)
     ckpt_io.export_generator(state, out / "generator.pt")
     # The per-epoch record is the MLflow run (Ray keeps metrics only with checkpoints).

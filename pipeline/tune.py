@@ -17,10 +17,11 @@ import argparse
 import csv
 from pathlib import Path
 
-from _common import monitor_ref, open_run, read_params, run, write_json
+from resgan.stage import monitor_ref, read_params, run, write_json
 from resgan import tracking
 from resgan.config import SEARCHABLE
-from resgan.training.loop import fid_name
+from resgan.metrics.scoring import fid_name
+from resgan.training.resume import open_run
 
 COLUMNS = ["trial_id", "depth", "residual", "loss", "lr_g", "lr_d", "fid", "best_fid", "epochs",
            "images_per_s", "status"]
@@ -66,7 +67,7 @@ def main() -> None:
     except BaseException:
         tracking.end_run(parent, "FAILED")
         raise
-    record.write(mlflow_run_id=parent, complete=True)
+    record.release(mlflow_run_id=parent, complete=True)
     c = tracking.client()
     c.log_metric(parent, "best_" + fid_name(fid_ref.features, cfg.train.fid_samples), best.fid)
     for key, value in best.point.items():

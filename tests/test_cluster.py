@@ -10,7 +10,7 @@ import ray
 from resgan import tracking
 from resgan.config import replace
 from resgan.training import checkpoint as ckpt_io
-from resgan.training.loop import FidRef
+from resgan.metrics.scoring import FidRef
 
 pytestmark = pytest.mark.ray
 

@@ -1,4 +1,5 @@
-"""Two `dvc repro` of the whole pipeline at once on one machine, each with its own local Ray.
+"""Two `dvc repro` of the whole pipeline at once on one machine, each with its own local Ray,
+sharing one ray.storage_path.
 
 Before each pipeline's processes had their own Ray address in RAY_ADDRESS, Ray Train's
 placement-group cleaner (an actor) auto-detected the cluster, found "multiple active Ray
@@ -23,9 +24,13 @@ DEADLINE_S = 1200
 
 
 def test_two_pipelines_at_once_both_finish(tmp_path):
+    """Two copies with the same config and code, sharing ray.storage_path (the README's
+    cluster set-up): each runs its own tune and train; neither adopts the other's live run."""
     repos = [_make_repo(tmp_path / name) for name in ("a", "b")]
+    shared = tmp_path / "shared-ray-storage"
     procs = []
     for work, env in repos:
+        _set_param((work, env), "ray", "storage_path", str(shared))
         # 3 trials, 2 at a time: the third needs the CPUs the first two held (their
         # placement groups leaked when the cleaner failed, whether ASHA stopped them or not).
         _set_param((work, env), "tune", "num_samples", 3)
@@ -50,6 +55,10 @@ def test_two_pipelines_at_once_both_finish(tmp_path):
         assert p.returncode == 0, f"rc {p.returncode} after {time.monotonic() - t0:.0f} s:\n" \
                                   + log[-4000:]
         assert "multiple active Ray instances" not in log
+        assert "resuming the interrupted run" not in log  # the other's live run is not adopted
+    records = sorted(p.name for p in shared.glob("*.resgan.json"))
+    assert len([r for r in records if r.startswith("tune-")]) == 2, records  # a run each
+    assert len([r for r in records if r.startswith("train-")]) == 2, records
     for work, env in repos:
         champ = _store((work, env)).get_model_version_by_alias("resgan", "champion")
         assert champ.run_id == (work / "outputs/train/run_id.txt").read_text().strip()

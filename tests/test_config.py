@@ -43,6 +43,10 @@ def test_tuned_keys_and_points():
     ({"trian": {}}, "trian: unknown key; allowed keys: ablation, data, eval, model"),
     ({"tune": {"lr_d_range": [1e-3, 1e-4]}}, "tune.lr_d_range: need 0 < low < high"),
     ({"eval": {"features": "clip"}}, "eval.features: Input should be 'classifier' or 'inception'"),
+    ({"train": {"num_workers": 3}}, "train.batch_size: 64 does not split evenly over train.num_workers = 3"),
+    ({"train": {"batch_size": 30}, "tune": {"workers_per_trial": 4}},
+     "train.batch_size: 30 does not split evenly over tune.workers_per_trial = 4"),
+    ({"ablation": {"workers_per_trial": 5}}, "over ablation.workers_per_trial = 5 workers"),
 ])
 def test_errors_name_the_key_and_what_is_allowed(raw, expected):
     with pytest.raises(ConfigError) as err:
@@ -51,6 +55,12 @@ def test_errors_name_the_key_and_what_is_allowed(raw, expected):
     assert msg.startswith("params.yaml: ")
     assert expected in msg
     assert "\n" not in msg
+
+
+def test_batch_that_splits_over_the_workers_is_accepted():
+    cfg = load_config({"train": {"batch_size": 96, "num_workers": 3}, "tune": {"workers_per_trial": 2}})
+    assert (cfg.train.batch_size, cfg.train.num_workers) == (96, 3)
+    assert load_config({"train": {"num_workers": "auto"}}).train.num_workers == "auto"  # checked once resolved
 
 
 def test_replace_revalidates():

@@ -7,8 +7,11 @@ against hand computation; one training step runs on every loader's output.
 
 from __future__ import annotations
 
+import codecs
+import collections
 import os
 import pickle
+import re
 import struct
 
 import numpy as np
@@ -97,8 +100,88 @@ def test_cifar_batch_that_runs_code_is_refused(tmp_path):
     _cifar_files(tmp_path)
     with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "wb") as f:
         pickle.dump({"data": _Evil(), "labels": [0]}, f, protocol=2)
-    with pytest.raises(DataError, match="refusing to load posix.system|refusing to load os.system"):
+    with pytest.raises(DataError, match=r"data_batch_3 is not a CIFAR-10 python batch "
+                                        r"\(pickle names (posix|os)\.system\)"):
         load_dataset("cifar10", 32, root=tmp_path, download=False)
+
+
+def _py2_batch(raw: bytes, shape=(2, 3072), labels=(1, 2)) -> bytes:
+    """A batch as CIFAR-10's own files are: pickled by Python 2 (byte strings, numpy.core)."""
+    def short(b: bytes) -> bytes:
+        return b"U" + bytes([len(b)]) + b
+
+    dims = b"".join(b"K" + bytes([n]) if n < 256 else b"M" + n.to_bytes(2, "little") for n in shape)
+    return (b"\x80\x02}q\x01(" + short(b"data") + b"cnumpy.core.multiarray\n_reconstruct\nq\x02"
+            b"cnumpy\nndarray\nq\x03K\x00\x85" + short(b"b") + b"\x87Rq\x04(K\x01" + dims + b"\x86"
+            b"cnumpy\ndtype\nq\x05" + short(b"u1") + b"K\x00K\x01\x87Rq\x06(K\x03" + short(b"|") +
+            b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89T" + len(raw).to_bytes(4, "little") + raw +
+            b"tb" + short(b"labels") + b"](" + b"".join(b"K" + bytes([v]) for v in labels) + b"eu.")
+
+
+def test_cifar_batch_in_the_original_python2_format(tmp_path):
+    from resgan.data import _read_cifar_batch
+
+    raw = bytes(range(256)) * 24  # 6,144 bytes = 2 x 3072
+    (tmp_path / "b").write_bytes(_py2_batch(raw))
+    data, labels = _read_cifar_batch(tmp_path / "b")
+    assert data.dtype == np.uint8 and data.shape == (2, 3072)
+    assert data.tobytes() == raw and labels.tolist() == [1, 2]
+
+
+def _uint8_batch(**extra) -> bytes:
+    return pickle.dumps({"data": np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072),
+                         "labels": [0, 1], **extra}, protocol=2)
+
+
+class _Reducing:
+    """Pickles as the call ``fn(*args)``."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+@pytest.mark.parametrize("crafted, why", [
+    # the dtype's state turned into an object dtype: raw bytes would be read as pointers
+    (lambda: _uint8_batch().replace(b"X\x02\x00\x00\x00u1", b"X\x02\x00\x00\x00O8"),
+     "dtype is not plain uint8"),
+    (lambda: pickle.dumps({"data": np.zeros((2, 3072), dtype=[("x", "O"), ("y", "u1")])[:, :1],
+                           "labels": [0, 1]}, protocol=2), "dtype is not plain uint8"),
+    (lambda: pickle.dumps({"data": np.empty((2, 3072), dtype=object), "labels": [0, 1]}, protocol=2),
+     "dtype is not plain uint8"),
+    # nested calls: a dtype built from a dtype, raw data from a call of a call, any other name
+    (lambda: pickle.dumps({"data": _Reducing(np.dtype, np.dtype("u1"), False, True),
+                           "labels": [0]}, protocol=2), "not a numpy array"),
+    (lambda: pickle.dumps({"data": _Reducing(codecs.encode, _Evil(), "latin1"), "labels": [0]},
+                          protocol=2), r"pickle names (posix|os)\.system"),
+    (lambda: pickle.dumps({"data": _Reducing(np.frombuffer, b"\x00" * 8, "O"), "labels": [0]},
+                          protocol=2), "pickle names numpy"),
+    (lambda: pickle.dumps(collections.OrderedDict(data=1), protocol=4), "pickle names collections"),
+    # opcodes and stack shapes a batch never has
+    (lambda: b"\x80\x02}}b.", "BUILD of something that is not a fresh array"),
+    (lambda: b"\x80\x02\x82\x01.", "opcode EXT1"),
+    (lambda: b"\x80\x02(}.", "unbalanced stack"),
+    (lambda: _uint8_batch()[:-40], "not a pickle"),
+    # the right names, the wrong content
+    (lambda: _py2_batch(b"\x00" * 100), "100 bytes for a shape of"),
+    (lambda: _py2_batch(b"\x00" * 3072 * 2, labels=(1, 12)), "labels: not a list of ints 0-9"),
+    (lambda: _py2_batch(b"\x00" * 3072, shape=(1, 3072), labels=(1,)).replace(b"U\x06labels", b"U\x06lables"),
+     "not data and labels"),
+    (lambda: _py2_batch(b"\x00" * 32, shape=(2, 16)), r"shape \(2, 16\), not N x 3072"),
+])
+def test_crafted_cifar_batches_are_refused_before_any_element_is_read(tmp_path, crafted, why):
+    from resgan.data import _read_cifar_batch
+
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(crafted())
+    with pytest.raises(DataError) as err:
+        _read_cifar_batch(path)
+    msg = str(err.value)
+    assert msg.startswith(f"cifar10: {path} is not a CIFAR-10 python batch"), msg
+    assert re.search(why, msg), msg
+    assert "\n" not in msg
 
 
 def _png(path, size, rgb) -> None:

@@ -7,7 +7,8 @@ import torch
 from resgan.config import replace
 from resgan.data import load_split, save_split
 from resgan.training import checkpoint as ckpt_io
-from resgan.training.loop import DivergedError, FidRef, fit, make_ema
+from resgan.metrics.scoring import FidRef
+from resgan.training.loop import DivergedError, fit, make_ema
 
 
 def _run(cfg, data, **kw):

@@ -9,7 +9,7 @@ from resgan import tracking
 from resgan.config import replace
 from resgan.data import load_split, save_split
 from resgan.training import checkpoint as ckpt_io
-from resgan.training.loop import FidRef
+from resgan.metrics.scoring import FidRef
 
 pytestmark = pytest.mark.ray
 

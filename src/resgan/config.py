@@ -180,6 +180,16 @@ with warnings.catch_warnings():
         tracking: TrackingConfig = TrackingConfig()
         ray: RayConfig = RayConfig()
 
+        @model_validator(mode="after")
+        def _batch_splits(self) -> "Config":
+            """train.batch_size is the global batch: every worker count must divide it."""
+            for key, n in (("train.num_workers", self.train.num_workers),
+                           ("tune.workers_per_trial", self.tune.workers_per_trial),
+                           ("ablation.workers_per_trial", self.ablation.workers_per_trial)):
+                if isinstance(n, int):
+                    check_batch_split(self.train.batch_size, n, key)
+            return self
+
         def searched(self) -> list[str]:
             """The keys of SEARCHABLE set to "tune", e.g. ["depth", "lr_g", "lr_d"]."""
             return [k for k, section in SEARCHABLE.items()
@@ -210,6 +220,15 @@ with warnings.catch_warnings():
                 raise ConfigError(f"{what} needs values for {keys} (set to 'tune'): run the "
                                   f"tune stage first, or set them in params.yaml")
             return self
+
+
+def check_batch_split(batch_size: int, workers: int, what: str) -> None:
+    """train.batch_size must split evenly over ``workers`` DDP ranks (``what`` names where the
+    count comes from); otherwise the global batch would silently shrink."""
+    if workers > 0 and batch_size % workers:
+        raise ConfigError(f"train.batch_size: {batch_size} does not split evenly over {what} = "
+                          f"{workers} workers (the global batch is split over them): use a "
+                          f"multiple of {workers}")
 
 
 # The keys the tune stage can search, and their sections.

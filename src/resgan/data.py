@@ -17,7 +17,6 @@ allows; otherwise a ``DataError`` says where to put them.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -125,34 +124,180 @@ def _cifar10(root: Path, download: bool) -> tuple[torch.Tensor, np.ndarray]:
     return x, np.concatenate(ys).astype(np.int64)
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles plain containers and numpy arrays only: CIFAR's batches are pickles, and a
-    pickle from elsewhere must not be able to run code."""
+# ---- CIFAR-10's python batches, read without unpickling -------------------------------------
+# A batch is a pickled dict: b"data" a uint8 array of N x 3072, b"labels" a list of N ints,
+# and two descriptive entries. Unpickling runs whatever the file names, and even an
+# allow-list of numpy's own constructors can be driven to read raw bytes as object pointers
+# (a dtype whose state gives it an object field). So the opcodes are interpreted here: only
+# plain containers, strings, bytes and numbers are built; the three numpy names an array
+# needs are kept as names, their calls recorded and never made; and an array is accepted
+# only as exactly what a CIFAR batch holds (uint8, C order, no fields, as many bytes as its
+# shape says), then made by np.frombuffer. Anything else is refused before any element is read.
 
-    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-               ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+class _Name(tuple):
+    """A global a pickle names (module, name): never imported."""
 
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        if module.startswith("numpy.core"):  # numpy 2 moved numpy.core to numpy._core
-            module = module.replace("numpy.core", "numpy._core", 1)
-        return super().find_class(module, name)
+
+class _Call:
+    """A REDUCE that was recorded, not made (and the state a BUILD gave it)."""
+
+    def __init__(self, func: _Name, args: tuple):
+        self.func, self.args, self.state, self.built = func, args, None, False
+
+
+_NAMES = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+          ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+_PUSH = {"BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8", "UNICODE", "BINSTRING",
+         "SHORT_BINSTRING", "STRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BININT",
+         "BININT1", "BININT2", "INT", "LONG", "LONG1", "LONG4", "BINFLOAT", "FLOAT"}
+_CONST = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
+
+
+class _NotCifar(ValueError):
+    pass
+
+
+def _interpret(raw: bytes):
+    """The object a pickle describes, built from plain containers, _Name and _Call only."""
+    import pickletools
+
+    stack: list = []
+    marks: list[int] = []
+    memo: dict[int, object] = {}
+
+    def pop_mark() -> list:
+        if not marks:
+            raise _NotCifar("pickle: a MARK is missing")
+        at = marks.pop()
+        items = stack[at:]
+        del stack[at:]
+        return items
+
+    try:
+        ops = list(pickletools.genops(raw))
+    except Exception as exc:  # truncated or not a pickle at all
+        raise _NotCifar(f"not a pickle ({exc})") from None
+    for op, arg, _ in ops:
+        name = op.name
+        if name in ("PROTO", "FRAME"):
+            continue
+        if name == "STOP":
+            if len(stack) != 1 or marks:
+                raise _NotCifar("pickle: an unbalanced stack at STOP")
+            return stack[0]
+        if name in _PUSH:
+            stack.append(arg)
+        elif name in _CONST:
+            stack.append(_CONST[name])
+        elif name == "MARK":
+            marks.append(len(stack))
+        elif name in ("EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE"):
+            stack.append({"EMPTY_DICT": {}, "EMPTY_LIST": [], "EMPTY_TUPLE": ()}[name])
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            n = int(name[-1])
+            if len(stack) < n:
+                raise _NotCifar("pickle: stack underflow")
+            stack[-n:] = [tuple(stack[-n:])]
+        elif name in ("TUPLE", "LIST"):
+            items = pop_mark()
+            stack.append(tuple(items) if name == "TUPLE" else items)
+        elif name == "DICT":
+            items = pop_mark()
+            stack.append(dict(zip(items[::2], items[1::2])))
+        elif name in ("APPEND", "APPENDS"):
+            items = [stack.pop()] if name == "APPEND" else pop_mark()
+            if not stack or not isinstance(stack[-1], list):
+                raise _NotCifar("pickle: APPEND to something that is not a list")
+            stack[-1].extend(items)
+        elif name in ("SETITEM", "SETITEMS"):
+            items = stack[-2:] if name == "SETITEM" else pop_mark()
+            if name == "SETITEM":
+                del stack[-2:]
+            if not stack or not isinstance(stack[-1], dict) or len(items) % 2:
+                raise _NotCifar("pickle: SETITEM on something that is not a dict")
+            for key, value in zip(items[::2], items[1::2]):
+                if not isinstance(key, (str, bytes, int)):
+                    raise _NotCifar(f"pickle: a dict key of type {type(key).__name__}")
+                stack[-1][key] = value
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            if arg not in memo:
+                raise _NotCifar("pickle: GET of an unknown memo entry")
+            stack.append(memo[arg])
+        elif name in ("GLOBAL", "STACK_GLOBAL"):
+            module, attr = arg.split(" ", 1) if name == "GLOBAL" else (stack.pop(-2), stack.pop())
+            if (module, attr) not in _NAMES:
+                raise _NotCifar(f"pickle names {module}.{attr}")
+            stack.append(_Name((module.replace("numpy.core", "numpy._core", 1), attr)))
+        elif name == "REDUCE":
+            args, func = stack.pop(), stack.pop()
+            if not isinstance(func, _Name) or not isinstance(args, tuple):
+                raise _NotCifar("pickle: a call of something that is not an allowed name")
+            stack.append(_Call(func, args))
+        elif name == "BUILD":
+            state = stack.pop()
+            if not stack or not isinstance(stack[-1], _Call) or stack[-1].built:
+                raise _NotCifar("pickle: BUILD of something that is not a fresh array or dtype")
+            stack[-1].state, stack[-1].built = state, True
+        else:
+            raise _NotCifar(f"pickle opcode {name} is not one a CIFAR batch uses")
+    raise _NotCifar("pickle: no STOP")
+
+
+def _as_bytes(x) -> bytes:
+    """An array's raw data: bytes, a latin-1 str (Python 2 pickles), or _codecs.encode(str, "latin1")."""
+    if isinstance(x, bytes):
+        return x
+    if isinstance(x, str):
+        return x.encode("latin-1")
+    if (isinstance(x, _Call) and x.func == ("_codecs", "encode") and not x.built
+            and len(x.args) == 2 and isinstance(x.args[0], str) and x.args[1] in ("latin1", "latin-1")):
+        return x.args[0].encode("latin-1")
+    raise _NotCifar("an array's data is not raw bytes")
+
+
+def _uint8_array(x) -> np.ndarray:
+    """A recorded ndarray reconstruction, checked to be a plain C-order uint8 array."""
+    if not (isinstance(x, _Call) and x.func == ("numpy._core.multiarray", "_reconstruct")
+            and x.built and len(x.args) == 3 and x.args[0] == ("numpy", "ndarray")):
+        raise _NotCifar("data is not a numpy array")
+    st = x.state
+    if not (isinstance(st, tuple) and len(st) == 5 and isinstance(st[1], tuple)
+            and all(type(n) is int and 0 <= n < 2**31 for n in st[1]) and st[3] in (False, 0)):
+        raise _NotCifar("data: not a C-order array with a plain shape")
+    dt = st[2]
+    if not (isinstance(dt, _Call) and dt.func == ("numpy", "dtype") and dt.built
+            and dt.args[:1] == ("u1",) and isinstance(dt.state, tuple) and len(dt.state) >= 5
+            and dt.state[2:5] == (None, None, None)):  # no sub-array, no field names, no fields
+        raise _NotCifar("data: its dtype is not plain uint8")
+    raw, shape = _as_bytes(st[4]), st[1]
+    if len(raw) != int(np.prod(shape, dtype=np.int64)):
+        raise _NotCifar(f"data: {len(raw)} bytes for a shape of {shape}")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(shape).copy()
 
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch as (N x 3072 uint8, N int64 labels in 0..9); anything else
+    is refused in one line naming the file (see _interpret: no pickle code is run)."""
     try:
-        with open(path, "rb") as f:
-            batch = _ArrayUnpickler(f, encoding="latin1").load()
-        batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
-        data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3 * 32 * 32)
-        labels = np.asarray(batch.get("labels", batch.get("fine_labels")), dtype=np.int64)
-    except Exception as exc:
+        batch = _interpret(Path(path).read_bytes())
+        if not isinstance(batch, dict):
+            raise _NotCifar("not a dict")
+        batch = {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
+        if "data" not in batch or "labels" not in batch:
+            raise _NotCifar(f"keys {sorted(map(str, batch))}, not data and labels")
+        data = _uint8_array(batch["data"])
+        labels = batch["labels"]
+        if not (isinstance(labels, list) and all(type(v) is int and 0 <= v < 10 for v in labels)):
+            raise _NotCifar("labels: not a list of ints 0-9")
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            raise _NotCifar(f"data: shape {data.shape}, not N x 3072")
+    except _NotCifar as exc:
         raise DataError(f"cifar10: {path} is not a CIFAR-10 python batch ({exc})") from None
     if len(labels) != len(data):
         raise DataError(f"cifar10: {path}: {len(data)} images but {len(labels)} labels")
-    return data, labels
+    return data, np.asarray(labels, dtype=np.int64)
 
 
 def _folder(root: Path, resolution: int) -> tuple[np.ndarray, np.ndarray]:

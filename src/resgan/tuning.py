@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +34,11 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from resgan import tracking
 from resgan.config import Config, load_config, replace
 from resgan.training import checkpoint as ckpt_io
-from resgan.training.loop import FidRef, fit
+from resgan.metrics.scoring import FidRef
+from resgan.training.loop import fit
 from resgan.training.ray_train import (TRIAL_WAIT_ENV, ResourceWaitError, cluster_free,
-                                       fit_bounded, make_trainer, storage_path, wait_bound)
+                                       fit_bounded, make_trainer, reporting_to, storage_path,
+                                       wait_bound)
 
 METRIC, MODE = "fid", "min"
 
@@ -119,14 +120,7 @@ def _fit_here(cfg: Config, job: dict[str, Any], run_id: str | None, start) -> di
     if run_id:
         logger = tracking.MlflowRunLogger(job["tracking_uri"], run_id)
 
-    def report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
-        if state is None:
-            tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as d:
-            ckpt_io.save(Path(d) / ckpt_io.CKPT_FILE, state)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
-
+    report = reporting_to(tune.report)
     device = "cuda" if job["use_gpu"] else "cpu"
     return fit(cfg, data_path=job["data_path"], report=report, device=device,
                fid_ref=FidRef(**job["fid_ref"]), start=start, logger=logger,

@@ -31,7 +31,7 @@ import numpy as np
 from resgan.metrics.cache import extractor_key, fingerprint, load_features
 from resgan.metrics.extra import kid, precision_recall
 from resgan.metrics.features import FeatureError, build_extractor
-from resgan.metrics.fid import fid_from_features, load_stats
+from resgan.metrics.fid import fid_from_features, fid_of_generator, load_stats
 
 
 # ---- prepare's outputs: where the extractor and the real statistics are --------------------
@@ -63,6 +63,47 @@ def prepared_extractor(prepared: str | Path, name: str, *, inception_weights: st
     """The extractor ``name`` as prepare made it (the classifier file is one of its outs)."""
     return build_extractor(name, classifier_path=classifier_path(prepared),
                            inception_weights=inception_weights, dims=dims)
+
+
+# ---- the per-epoch monitoring FID of tune trials and training --------------------------------
+
+def fid_name(features: str, num_samples: int) -> str:
+    """The name under which a FID is recorded, e.g. ``fid_classifier_n500``."""
+    return f"fid_{features}_n{num_samples}"
+
+
+@dataclass(frozen=True)
+class FidRef:
+    """What the per-epoch FID is measured against: explicit files (Ray workers run in other
+    directories and need no prepare folder layout), one sample seed, FID only."""
+
+    stats_path: str  # pytorch-fid .npz of the real training split
+    features: str = "classifier"
+    classifier_path: str | None = None
+    inception_weights: str | None = None
+    dims: int = 2048  # Inception features only
+
+    def resolved(self) -> "FidRef":
+        """The same reference with absolute paths (Ray workers run in other directories)."""
+        def absolute(p: str | None) -> str | None:
+            return None if p is None or "://" in p else str(Path(p).resolve())
+
+        return FidRef(absolute(self.stats_path), self.features, absolute(self.classifier_path),
+                      absolute(self.inception_weights), self.dims)
+
+    def monitor(self, num_samples: int, *, seed: int, device: Any = "cpu"):
+        """A function G -> FID of ``num_samples`` samples (seed ``seed``) of G in eval mode.
+
+        The extractor is built under its own RNG state, so that a run with monitoring draws
+        the same training noise as one without it."""
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            extract = build_extractor(self.features, classifier_path=self.classifier_path,
+                                      inception_weights=self.inception_weights, dims=self.dims,
+                                      device=device)
+        ref = load_stats(self.stats_path)
+        return lambda G: fid_of_generator(G, extract, ref, num_samples, seed=seed, device=device)
 
 
 # ---- the protocol ---------------------------------------------------------------------------

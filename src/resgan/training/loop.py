@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,8 +24,7 @@ from resgan.augment import ADA_INTERVAL, Augment
 from resgan.config import Config
 from resgan.data import load_split
 from resgan.losses import LOSSES, gradient_penalty
-from resgan.metrics.features import build_extractor
-from resgan.metrics.fid import fid_of_generator, load_stats
+from resgan.metrics.scoring import FidRef, fid_name
 from resgan.nets import Discriminator, Generator, sample
 
 # train.mixed_precision: auto turns bf16 + channels-last on for CUDA from this many images per
@@ -40,30 +37,6 @@ Report = Callable[[dict[str, float], "dict[str, Any] | None"], None]
 
 class DivergedError(FloatingPointError):
     """The losses became NaN or infinite: the run cannot recover."""
-
-
-@dataclass(frozen=True)
-class FidRef:
-    """What the per-epoch FID is measured against."""
-
-    stats_path: str  # pytorch-fid .npz of the real training split
-    features: str = "classifier"
-    classifier_path: str | None = None
-    inception_weights: str | None = None
-    dims: int = 2048  # Inception features only
-
-    def resolved(self) -> "FidRef":
-        """The same reference with absolute paths (Ray workers run in other directories)."""
-        def absolute(p: str | None) -> str | None:
-            return None if p is None or "://" in p else str(Path(p).resolve())
-
-        return FidRef(absolute(self.stats_path), self.features, absolute(self.classifier_path),
-                      absolute(self.inception_weights), self.dims)
-
-
-def fid_name(features: str, num_samples: int) -> str:
-    """The name under which a FID is recorded, e.g. ``fid_classifier_n500``."""
-    return f"fid_{features}_n{num_samples}"
 
 
 class RunLogger:
@@ -185,14 +158,8 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
     opt_G = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
     opt_D = torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
     augment = Augment(t.augment, device)  # train.augment: before every call of D
-    extractor, ref = None, None
-    if rank == 0 and fid_ref is not None:
-        # built under its own RNG state: the training noise is the same with or without it
-        with torch.random.fork_rng(devices=[]):
-            extractor = build_extractor(fid_ref.features, classifier_path=fid_ref.classifier_path,
-                                        inception_weights=fid_ref.inception_weights,
-                                        dims=fid_ref.dims, device=device)
-        ref = load_stats(fid_ref.stats_path)
+    # rank 0's per-epoch FID of G_ema (the scoring module's monitor; it keeps the RNG as it was)
+    monitor = fid_ref.monitor(t.fid_samples, seed=t.seed, device=device) if rank == 0 and fid_ref else None
     epoch0, step, resumed_from = 0, 0, []
     torch.manual_seed(t.seed + 1000 * rank)  # different noise per rank
     if start is not None:
@@ -214,6 +181,11 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
             print(f"resuming from the checkpoint of epoch {epoch0} (step {step})", flush=True)
     if world_size > 1:
         ddp_kw = {"device_ids": [device.index]} if device.type == "cuda" else {}
+        if device.type == "cuda":
+            # G's batch norm over the global batch, as in one process (same parameters and
+            # buffers, so checkpoints and G_ema are unchanged). SyncBatchNorm has no CPU
+            # kernel: on CPUs each rank normalises over its own batch_size / world_size images.
+            G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
         G_t, D_t = DDP(G, **ddp_kw), DDP(D, **ddp_kw)
     else:
         G_t, D_t = G, D
@@ -299,9 +271,8 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
         ckpt = None
         if lead:
             ema_G = G_ema.module.eval()
-            if extractor is not None:
-                metrics["fid"] = fid_of_generator(ema_G, extractor, ref, t.fid_samples,
-                                                  seed=t.seed, device=device)
+            if monitor is not None:
+                metrics["fid"] = monitor(ema_G)
             print(f"epoch {epoch}/{t.epochs}: " + " ".join(
                 f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"), flush=True)
             if logger is not None:  # a recorded FID names its extractor and sample count

@@ -23,6 +23,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -31,9 +32,10 @@ import ray.train.torch
 from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from resgan.config import Config, ConfigError, load_config
+from resgan.config import Config, ConfigError, check_batch_split, load_config
 from resgan.training import checkpoint as ckpt_io
-from resgan.training.loop import FidRef, fit
+from resgan.metrics.scoring import FidRef
+from resgan.training.loop import fit
 
 
 WORKER_WAIT_ENV = "RESGAN_WORKER_WAIT_S"
@@ -78,6 +80,37 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+class ClusterJoinError(RuntimeError):
+    """The Ray cluster at RAY_ADDRESS could not be joined (refused token, wrong address)."""
+
+
+def _token_auth_for_join() -> str | None:
+    """Turn Ray's token authentication on for a driver that joins a cluster, when a token
+    is at hand; returns where it comes from (None: no token, or RAY_AUTH_MODE already set).
+
+    Ray 2.60 leaves a joining driver in auth mode "disabled" unless RAY_AUTH_MODE=token is
+    set, even with the cluster's token in ~/.ray/auth_token: a head started by `ray start`
+    (token auth on by default) then refuses it after a minute of retries."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return None
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        source = "RAY_AUTH_TOKEN"
+    elif os.environ.get("RAY_AUTH_TOKEN_PATH") and Path(os.environ["RAY_AUTH_TOKEN_PATH"]).is_file():
+        source = f"RAY_AUTH_TOKEN_PATH ({os.environ['RAY_AUTH_TOKEN_PATH']})"
+    elif (Path.home() / ".ray" / "auth_token").is_file():
+        source = "~/.ray/auth_token"
+    else:
+        return None
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:  # Ray caches its config at import: refresh it as Ray's own setup does
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+        _enable_token_auth()
+    except ImportError:
+        pass
+    return source
+
+
 def init_ray() -> None:
     """Join the cluster at RAY_ADDRESS if set, else start a local Ray; either way every
     process of this Ray job gets the job's own address in RAY_ADDRESS.
@@ -105,7 +138,18 @@ def init_ray() -> None:
 
             address = canonicalize_bootstrap_address_or_die(given)
         os.environ["RAY_ADDRESS"] = address
-        ray.init(address=address, runtime_env={"env_vars": {"RAY_ADDRESS": address}}, **opts)
+        token = _token_auth_for_join()
+        try:
+            ray.init(address=address, runtime_env={"env_vars": {"RAY_ADDRESS": address}}, **opts)
+        except (ConnectionError, RuntimeError) as exc:
+            raise ClusterJoinError(
+                f"could not join the Ray cluster at {address} (RAY_ADDRESS): "
+                + (f"it refused this driver's token from {token}" if token else
+                   "no token was found for it (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+                   "~/.ray/auth_token)")
+                + "; give the head's token (`ray get-auth-token` on the head) in one of those, "
+                f"and check the address ({exc.__class__.__name__}: {str(exc).splitlines()[0][:160]})"
+            ) from None
         return
     # Start a local Ray on a port chosen here, so its address is known before it starts:
     # the raylet, and every worker it spawns, inherit this process's environment.
@@ -165,6 +209,21 @@ def _quiet_ray_reports() -> None:
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
+def reporting_to(ray_report: Callable[..., None]) -> Callable[[dict[str, float], dict | None], None]:
+    """fit's ``report`` for ``ray.train.report`` or ``ray.tune.report`` (the same signature):
+    metrics every epoch, with the checkpoint state saved into a Ray Checkpoint when one is due."""
+
+    def report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+        if state is None:
+            ray_report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            ckpt_io.save(Path(d) / ckpt_io.CKPT_FILE, state)
+            ray_report(metrics, checkpoint=Checkpoint.from_directory(d))
+
+    return report
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: rebuild the config, resume from Ray's checkpoint if any (else from
     ``config["start"]``, a checkpoint to continue, e.g. tune's best trial), train."""
@@ -189,14 +248,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         logger = MlflowRunLogger(config["tracking_uri"], config["run_id"])
 
-    def report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
-        if state is None:
-            ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as d:
-            ckpt_io.save(Path(d) / ckpt_io.CKPT_FILE, state)
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d))
-
+    report = reporting_to(ray.train.report)
     fid_ref = FidRef(**config["fid_ref"]) if config.get("fid_ref") else None
     fit(cfg, data_path=config["data_path"], report=report, rank=rank, world_size=world,
         device=device, fid_ref=fid_ref, start=start, logger=logger,
@@ -234,6 +286,7 @@ def make_trainer(cfg: Config, *, data_path: str, fid_ref: FidRef | None, name: s
         start: a checkpoint (directory or URI) to continue when the run has none of its own.
         stop_epoch: see ``resgan.training.loop.fit``.
     """
+    check_batch_split(cfg.train.batch_size, num_workers, "the Ray Train workers")  # e.g. auto's count
     config = {
         "cfg": cfg.model_dump(mode="json"),
         "data_path": str(Path(data_path).resolve()),

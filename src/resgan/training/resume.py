@@ -7,8 +7,13 @@ Ray's storage: Ray Train hands the newest checkpoint of that run to the workers 
 Tune restores the experiment), and the stage re-opens the same MLflow run. A changed
 configuration gives another key and starts fresh; so does a run that completed.
 
-A small JSON file beside the run, ``<storage>/<name>.resgan.json``, records the MLflow run
-and whether the run completed. It is written through pyarrow's filesystem layer, so
+A small JSON file beside the run, ``<storage>/<name>.resgan.json``, records the MLflow run,
+whether the run completed, and who holds it: host, pid and a heartbeat that the holding
+stage refreshes every ``HEARTBEAT_S`` seconds. A run still held by a live stage (another
+copy of the repository with the same config, sharing ``ray.storage_path``) is never
+adopted: the newcomer starts a run of its own. A holder is gone when, on this host, its
+process no longer exists, or, on any host, its heartbeat is older than ``STALE_S``; its run
+is then resumed. The record is written through pyarrow's filesystem layer, so
 ``ray.storage_path`` may be a local path or an ``s3://`` / ``gs://`` URI.
 """
 
@@ -16,14 +21,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
+import threading
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from resgan.config import Config
 from resgan.metrics.cache import fingerprint
 
 _SRC = Path(__file__).resolve().parents[1]  # the resgan package
+HEARTBEAT_S = 30.0  # a holding stage rewrites its record this often
+STALE_S = 180.0  # a holder whose heartbeat is this old is gone (6 missed beats)
+CLAIM_SETTLE_S = 1.0  # two stages claiming one record at once: the later write wins
 
 
 def code_fingerprint() -> str:
@@ -67,6 +79,68 @@ class RunRecord:
         with self.fs.open_output_stream(self.path) as f:
             f.write(json.dumps(data, sort_keys=True).encode())
 
+    def claim(self, **data: Any) -> bool:
+        """Write the record with this process as its holder; False when another process
+        wrote it in the same moment (its write came last: it holds the run). Claimed, the
+        heartbeat is kept fresh from a daemon thread until ``release`` or the process ends."""
+        self._data, self._stop = data, threading.Event()
+        self._beat()
+        time.sleep(CLAIM_SETTLE_S)  # a second claimant's write lands in this window
+        h = (self.read() or {}).get("holder") or {}
+        if (h.get("host"), h.get("pid")) != (socket.gethostname(), os.getpid()):
+            return False
+        self._thread = threading.Thread(target=self._beating, name="resgan-run-heartbeat",
+                                        daemon=True)
+        self._thread.start()
+        return True
+
+    def update(self, **data: Any) -> None:
+        """New record data (e.g. the MLflow run id), still held by this process."""
+        self._data = data
+        self._beat()
+
+    def release(self, **data: Any) -> None:
+        """Stop the heartbeat and write the final record (no holder)."""
+        if getattr(self, "_thread", None) is not None:
+            self._stop.set()
+            self._thread.join(timeout=10)
+        self.write(**data)
+
+    def _beat(self) -> None:
+        self.write(**self._data, holder={"host": socket.gethostname(), "pid": os.getpid(),
+                                         "heartbeat": time.time()})
+
+    def _beating(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._beat()
+            except OSError as exc:  # storage briefly unreachable: the next beat tries again
+                print(f"warning: run record {self.path}: heartbeat not written ({exc})", flush=True)
+
+
+def holder_alive(data: dict[str, Any], now: float | None = None) -> str | None:
+    """Who holds a run record, when that holder is alive (e.g. "host h, pid 12, heartbeat
+    4 s ago"); None when it has none or it is gone."""
+    h = data.get("holder")
+    if not h:  # completed, or written before records had holders
+        return None
+    age = (time.time() if now is None else now) - float(h.get("heartbeat", 0))
+    if age > STALE_S:
+        return None
+    if h.get("host") == socket.gethostname():
+        try:
+            os.kill(int(h["pid"]), 0)
+        except ProcessLookupError:
+            return None  # that stage was killed: its run is interrupted
+        except PermissionError:
+            pass  # another user's live process
+    return f"host {h.get('host')}, pid {h.get('pid')}, heartbeat {age:.0f} s ago"
+
+
+def separate_run(storage: str, prefix: str, key: str) -> RunRecord:
+    """A run of ``key`` under a name of its own (time and pid: unique on this host)."""
+    return RunRecord(storage, f"{prefix}-{key}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+
 
 def resumable_run(storage: str, prefix: str, key: str) -> tuple[RunRecord, dict[str, Any] | None]:
     """The run to use for ``key``: the interrupted one if there is one, else a fresh name.
@@ -78,6 +152,43 @@ def resumable_run(storage: str, prefix: str, key: str) -> tuple[RunRecord, dict[
     data = record.read()
     if data is None:
         return record, None
+    fresh = separate_run(storage, prefix, key)
+    if "mlflow_run_id" not in data:  # claimed, then killed before its MLflow run existed
+        return record, None
     if data.get("complete"):  # the same configuration again: a new run, not a no-op
-        return RunRecord(storage, f"{prefix}-{key}-{time.strftime('%Y%m%d-%H%M%S')}"), None
+        return fresh, None
+    if holder := holder_alive(data):  # the same configuration running elsewhere right now
+        print(f"{prefix}: {record.name} is running ({holder}): starting a separate run "
+              f"{fresh.name}", flush=True)
+        return fresh, None
     return record, data
+
+
+def open_run(storage: str, stage: str, key: str, start: Callable[[str], str]):
+    """The Ray run name and MLflow run of a resumable stage (see above).
+
+    An interrupted run of the same key is carried on: its name, its MLflow run (set back
+    to RUNNING); one that a live stage holds is left alone (see above).
+    Otherwise ``start(ray_run_name)`` creates the MLflow run. This process then holds the
+    record (a heartbeat) until the stage calls ``record.release(..., complete=True)``.
+    Returns:
+        (the run's record, the MLflow run id, whether it resumes).
+    """
+    from resgan import tracking
+
+    record, interrupted = resumable_run(storage, stage, key)
+    if not record.claim(**(interrupted or {"complete": False})):  # this process holds it now
+        taken = record.name
+        record, interrupted = separate_run(storage, stage, key), None
+        print(f"{stage}: another stage took {taken} at the same moment: starting a separate "
+              f"run {record.name}", flush=True)
+        record.claim(complete=False)  # a name with this pid in it: no one else's
+    if interrupted:
+        run_id = interrupted["mlflow_run_id"]
+        tracking.client().update_run(run_id, status="RUNNING")
+        print(f"{stage}: resuming the interrupted run {record.name} (MLflow run {run_id})",
+              flush=True)
+        return record, run_id, True
+    run_id = start(record.name)
+    record.update(mlflow_run_id=run_id, complete=False)
+    return record, run_id, False

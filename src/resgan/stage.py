@@ -1,4 +1,6 @@
-"""What every stage script shares: read params.yaml, validate it, fail in one line."""
+"""What the stage scripts (pipeline/), the benches and the tests share: read params.yaml
+as DVC does and validate it, fail in one line, the monitoring reference, resumable runs and
+atomic JSON outputs."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from resgan.config import Config, ConfigError, EvalConfig, load_config
 from resgan.data import DataError
 from resgan.metrics.features import FeatureError
 from resgan.metrics.scoring import (  # noqa: F401 (re-exported for the stage scripts)
-    classifier_path, features_dir, prepared_extractor, stats_path)
+    FidRef, classifier_path, features_dir, prepared_extractor, stats_path)
 
 PARAMS = "params.yaml"
 
@@ -43,6 +45,7 @@ def run(main: Callable[[], Any]) -> None:
         ray_train = sys.modules.get("resgan.training.ray_train")
         registry = sys.modules.get("resgan.registry")  # a promotion lock not freed in time
         known = tuple(getattr(m, n) for m, n in ((ray_train, "ResourceWaitError"),
+                                                  (ray_train, "ClusterJoinError"),
                                                   (registry, "RegistryError")) if m is not None)
         if not isinstance(exc, known):
             raise
@@ -50,11 +53,9 @@ def run(main: Callable[[], Any]) -> None:
         sys.exit(1)
 
 
-def monitor_ref(prepared: str | Path, e: EvalConfig):
+def monitor_ref(prepared: str | Path, e: EvalConfig) -> FidRef:
     """What tune trials and training measure their per-epoch FID against: the classifier
     when the data has labels, else Inception."""
-    from resgan.training.loop import FidRef
-
     if classifier_path(prepared).is_file():
         return FidRef(stats_path=stats_path(prepared, "classifier"), features="classifier",
                       classifier_path=str(classifier_path(prepared)))
@@ -66,29 +67,6 @@ def eval_extractor(prepared: str | Path, e: EvalConfig, name: str | None = None)
     """The extractor ``name`` (default eval.features) as the evaluate stage builds it."""
     return prepared_extractor(prepared, name or e.features, inception_weights=e.inception_weights,
                               dims=e.inception_dims)
-
-
-def open_run(storage: str, stage: str, key: str, start: Callable[[str], str]):
-    """The Ray run name and MLflow run of a resumable stage (see resgan.training.resume).
-
-    An interrupted run of the same key is carried on: its name, its MLflow run (set back
-    to RUNNING). Otherwise ``start(ray_run_name)`` creates the MLflow run.
-    Returns:
-        (the run's record, the MLflow run id, whether it resumes).
-    """
-    from resgan import tracking
-    from resgan.training.resume import resumable_run
-
-    record, interrupted = resumable_run(storage, stage, key)
-    if interrupted:
-        run_id = interrupted["mlflow_run_id"]
-        tracking.client().update_run(run_id, status="RUNNING")
-        print(f"{stage}: resuming the interrupted run {record.name} (MLflow run {run_id})",
-              flush=True)
-        return record, run_id, True
-    run_id = start(record.name)
-    record.write(mlflow_run_id=run_id, complete=False)
-    return record, run_id, False
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:

@@ -1,0 +1,63 @@
+"""Benchmark (e): quality against images seen, for one training configuration.
+
+Trains G and D with the Ray-free loop in this process (no Ray, no MLflow) on prepare's
+training split and records, every epoch, the FID of G_ema at 360 samples (the held-out
+count, so the real-data floor of outputs/prepare/metrics.json is on the same scale),
+classifier features against the training statistics, one sample seed. That answers "how
+many images does this configuration need to get within k x the floor", the question
+behind the default train.epochs. Configurations are params.yaml's with the flags below.
+
+Run after `dvc repro prepare`, e.g.:
+    .venv/bin/python bench/quality_curve.py --loss hinge --epochs 250 --out curve.json
+Two at once with --threads 1 each use a 2-core machine fully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from resgan.config import replace
+from resgan.stage import monitor_ref, read_json, read_params
+from resgan.training.loop import fit
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--depth", type=int, default=2)
+    ap.add_argument("--residual", choices=["true", "false"], default="true")
+    ap.add_argument("--loss", choices=["bce", "hinge", "wgan-gp"], default="hinge")
+    ap.add_argument("--lr-g", type=float, default=2e-4)
+    ap.add_argument("--lr-d", type=float, default=2e-4)
+    ap.add_argument("--epochs", type=int, default=250)
+    ap.add_argument("--n-dis", type=int, default=1)
+    ap.add_argument("--augment", default="none")
+    ap.add_argument("--decay", choices=["none", "linear"], default="none")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    ap.add_argument("--prepared", default="outputs/prepare")
+    ap.add_argument("--out", required=True, help="JSON: the settings and one row per epoch")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    cfg = replace(read_params(), model={"depth": a.depth, "residual": a.residual == "true"},
+                  train={"loss": a.loss, "lr_g": a.lr_g, "lr_d": a.lr_d, "epochs": a.epochs,
+                         "n_dis": a.n_dis, "augment": a.augment, "lr_decay": a.decay,
+                         "fid_samples": 360, "checkpoint_every": a.epochs, "num_workers": 1})
+    floor = read_json(f"{a.prepared}/metrics.json")["fid_floor"]
+    rows: list[dict] = []
+    t0 = time.time()
+
+    def report(m: dict, _state) -> None:
+        rows.append({"epoch": m["epoch"], "fid360": m["fid"], "x_floor": m["fid"] / floor,
+                     "images_per_s": m["images_per_s"], "seconds": time.time() - t0})
+        Path(a.out).write_text(json.dumps({"settings": vars(a), "floor360": floor, "rows": rows}, indent=1))
+
+    fit(cfg, data_path=f"{a.prepared}/train.npz", report=report,
+        fid_ref=monitor_ref(a.prepared, cfg.eval))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Run records: who holds a train/tune run, and when another stage may resume it.
+
+Two copies of the repository with the same config share ``ray.storage_path``: a run held
+by a live stage must never be adopted; one whose holder is gone is resumed."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from resgan.training import resume
+from resgan.training.resume import RunRecord, holder_alive, resumable_run
+
+
+def _record(storage, name, **holder):
+    RunRecord(str(storage), name).write(mlflow_run_id="abc", complete=False,
+                                        **({"holder": holder} if holder else {}))
+
+
+@pytest.fixture()
+def live_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def test_a_live_holder_on_this_host_is_not_adopted(tmp_path, live_pid, capsys):
+    _record(tmp_path, "train-k", host=socket.gethostname(), pid=live_pid, heartbeat=time.time())
+    record, interrupted = resumable_run(str(tmp_path), "train", "k")
+    assert interrupted is None
+    assert record.name.startswith("train-k-") and record.name != "train-k"
+    assert f"pid {live_pid}" in capsys.readouterr().out  # one line says who holds it
+
+
+def test_a_killed_holder_on_this_host_is_resumed_at_once(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = int(proc.stdout)  # its heartbeat is fresh, but the process is gone
+    _record(tmp_path, "train-k", host=socket.gethostname(), pid=dead, heartbeat=time.time())
+    record, interrupted = resumable_run(str(tmp_path), "train", "k")
+    assert record.name == "train-k" and interrupted["mlflow_run_id"] == "abc"
+
+
+@pytest.mark.parametrize("age, adopted", [(resume.STALE_S - 30, False), (resume.STALE_S + 30, True)])
+def test_another_hosts_holder_is_judged_by_its_heartbeat(tmp_path, age, adopted):
+    _record(tmp_path, "tune-k", host="another-node", pid=1, heartbeat=time.time() - age)
+    record, interrupted = resumable_run(str(tmp_path), "tune", "k")
+    assert (record.name == "tune-k") is adopted
+    assert (interrupted is not None) is adopted
+
+
+def test_records_without_a_holder_are_resumed_and_completed_runs_are_not(tmp_path):
+    _record(tmp_path, "train-old")  # written before records had holders
+    assert resumable_run(str(tmp_path), "train", "old")[1] is not None
+    RunRecord(str(tmp_path), "train-done").write(mlflow_run_id="x", complete=True)
+    record, interrupted = resumable_run(str(tmp_path), "train", "done")
+    assert interrupted is None and record.name.startswith("train-done-")
+
+
+def test_claimed_and_killed_before_its_mlflow_run_starts_afresh(tmp_path):
+    RunRecord(str(tmp_path), "train-k").write(complete=False, holder={
+        "host": "gone", "pid": 1, "heartbeat": time.time() - 2 * resume.STALE_S})
+    record, interrupted = resumable_run(str(tmp_path), "train", "k")
+    assert record.name == "train-k" and interrupted is None  # nothing to resume
+
+
+def test_a_claim_overwritten_in_the_same_moment_is_lost(tmp_path, monkeypatch, live_pid):
+    monkeypatch.setattr(resume, "CLAIM_SETTLE_S", 0.5)
+    record = RunRecord(str(tmp_path), "train-k")
+    other = RunRecord(str(tmp_path), "train-k")
+    import threading
+
+    late = threading.Timer(0.2, lambda: other.write(complete=False, holder={
+        "host": socket.gethostname(), "pid": live_pid, "heartbeat": time.time()}))
+    late.start()
+    assert record.claim(complete=False) is False  # the other write came last: it holds it
+    late.join()
+    assert RunRecord(str(tmp_path), "train-j").claim(complete=False) is True
+
+
+def test_hold_keeps_the_heartbeat_fresh_and_release_ends_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(resume, "HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(resume, "CLAIM_SETTLE_S", 0.1)
+    record = RunRecord(str(tmp_path), "train-k")
+    assert record.claim(complete=False)
+    record.update(mlflow_run_id="abc", complete=False)
+    first = record.read()["holder"]
+    assert first["pid"] > 0 and first["host"] == socket.gethostname()
+    time.sleep(1.0)
+    later = record.read()["holder"]
+    assert later["heartbeat"] > first["heartbeat"]  # beats kept coming
+    assert holder_alive(record.read()) is not None  # this very process: alive
+    record.release(mlflow_run_id="abc", complete=True)
+    final = json.loads(record.fs.open_input_stream(record.path).read().decode())
+    assert final == {"mlflow_run_id": "abc", "complete": True}  # no holder left
+    time.sleep(0.5)
+    assert record.read() == final  # and no beat after the release
