@@ -35,7 +35,7 @@ def _make_repo(work):
     work.mkdir()
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(ROOT / name, work / name)
-    for name in ("pipeline", "src"):
+    for name in ("pipeline", "src", "plots"):
         shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
     params = _merge(yaml.load((ROOT / "params.yaml").read_text()), TINY)
     with open(work / "params.yaml", "w") as f:
@@ -118,7 +118,9 @@ def test_whole_pipeline(repo):
 
     plots = _dvc(repo, "plots", "show", "--json")
     shown = json.loads(plots.stdout)
-    assert {"losses", "fid_per_epoch", "fid_vs_depth"} <= set(shown["data"])
+    # declared once: no stray default plots of the stage outputs
+    assert set(shown["data"]) == {"losses", "fid_per_epoch", "fid_vs_depth", "outputs/eval/samples.png"}
+    assert shown["data"]["fid_per_epoch"][0]["content"]["encoding"]["y"]["scale"]["type"] == "log"
 
 
 def test_nothing_changed_runs_nothing(repo):
@@ -178,6 +180,27 @@ def test_queued_experiment_runs_in_a_temporary_copy_and_registers_into_the_works
     assert fid == baseline["metrics"]["outputs/eval/metrics.json"]["data"]["fid"]  # not re-run
     decision = data["metrics"]["outputs/register/decision.json"]["data"]
     assert decision["version"] == str(new.version) and decision["min_improvement"] == 0.0
+
+
+def test_dvc_remote_round_trip_needs_no_stage_again(repo, tmp_path):
+    """After the baseline commit (small metrics in git): `dvc push` to a remote, a fresh
+    clone, `dvc pull`: `dvc status` is clean and `dvc repro` runs no stage."""
+    work, env = repo
+    remote = tmp_path / "dvc-remote"
+    _dvc(repo, "remote", "add", "-d", "storage", str(remote))
+    _git(repo, "add", ".dvc/config")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a DVC remote")
+    _dvc(repo, "push")
+    assert any(remote.rglob("*")), "dvc push wrote nothing to the remote"
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(work), str(clone)], check=True, env=env, timeout=120)
+    fresh = (clone, env)
+    assert not (clone / "outputs/train/generator.pt").exists()  # not in git: DVC's
+    _dvc(fresh, "pull")
+    assert (clone / "outputs/train/generator.pt").is_file()
+    status = _dvc(fresh, "status")
+    assert "Data and pipelines are up to date" in status.stdout, status.stdout
+    assert _ran(_dvc(fresh, "repro")) == []
 
 
 def test_register_param_reruns_only_register(repo):
