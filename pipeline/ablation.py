@@ -148,7 +148,7 @@ def main() -> None:
             fid = float("nan")
             if r.status == "finished" and path.exists():
                 G = ckpt_io.generator_from(ckpt_io.load(path))
-                fid = scorer.score(G).fid
+                fid = scorer.score(G, fid_only=True).fid  # the report is FID only
                 if r.trial_id in trial_runs:
                     c.log_metric(trial_runs[r.trial_id], key, fid)
             cells.append(Cell(depth=r.point["depth"], residual=r.point["residual"],

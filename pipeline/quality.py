@@ -81,8 +81,8 @@ def main() -> None:
     for label, state in (("champion", champ_state), ("plain", plain_state)):
         G = ckpt_io.generator_from(state)
         c = load_config(state["config"], label)
-        fid_floor_n = scorer.with_samples(n_floor).score(G).fid
-        fid_n = scorer.score(G).fid
+        fid_floor_n = scorer.with_samples(n_floor).score(G, fid_only=True).fid
+        fid_n = scorer.score(G, fid_only=True).fid
         images = prep["stats_samples"] // c.train.batch_size * c.train.batch_size * c.train.epochs
         rows.append({"model": label, "depth": c.model.depth, "residual": c.model.residual,
                      "images": images, "fid_floor_n": fid_floor_n, "fid_n": fid_n,
