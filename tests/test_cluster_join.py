@@ -84,18 +84,24 @@ def test_a_driver_joins_the_head_with_its_token(head):
     assert "joined 2.0 token" in out.stdout
 
 
-def test_a_refused_driver_ends_in_one_clear_line(head, tmp_path):
-    env = {**head["env"], "HOME": str(tmp_path), "RAY_ADDRESS": head["address"],
-           "RAY_AUTH_TOKEN": "0" * 32}  # not the head's
+@pytest.mark.parametrize("token, expected", [
+    ("0" * 32, "refused the token from RAY_AUTH_TOKEN: give the head's token"),  # not the head's
+    (None, "uses token authentication and this driver has no token: give the head's token"),
+])
+def test_a_refused_driver_ends_in_one_clear_line_at_once(head, tmp_path, token, expected):
+    """Asked first (Ray alone retries for about a minute, then prints a traceback)."""
+    env = {**head["env"], "HOME": str(tmp_path), "RAY_ADDRESS": head["address"]}
+    if token:
+        env["RAY_AUTH_TOKEN"] = token
     t0 = time.monotonic()
     out = subprocess.run([sys.executable, "-c", JOIN], env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 1
     last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: could not join the Ray cluster at "), out.stderr[-2000:]
-    assert "refused this driver's token from RAY_AUTH_TOKEN" in last
-    assert "Traceback" not in out.stderr
-    assert time.monotonic() - t0 < 240
+    assert last.startswith("error: the Ray cluster at "), out.stderr[-2000:]
+    assert expected in last
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) <= 5
+    assert time.monotonic() - t0 < 45  # interpreter and imports included; not Ray's minute
 
 
 def _jobs(head) -> int:

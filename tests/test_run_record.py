@@ -70,6 +70,14 @@ def test_claimed_and_killed_before_its_mlflow_run_starts_afresh(tmp_path):
     assert record.name == "train-k" and interrupted is None  # nothing to resume
 
 
+def test_a_live_claim_without_its_mlflow_run_yet_is_not_adopted(tmp_path, live_pid):
+    """Between its claim and its MLflow run the holder's record has no run id: still its."""
+    RunRecord(str(tmp_path), "tune-k").write(complete=False, holder={
+        "host": socket.gethostname(), "pid": live_pid, "heartbeat": time.time()})
+    record, interrupted = resumable_run(str(tmp_path), "tune", "k")
+    assert record.name != "tune-k" and interrupted is None
+
+
 def test_a_claim_overwritten_in_the_same_moment_is_lost(tmp_path, monkeypatch, live_pid):
     monkeypatch.setattr(resume, "CLAIM_SETTLE_S", 0.5)
     record = RunRecord(str(tmp_path), "train-k")

@@ -84,29 +84,63 @@ class ClusterJoinError(RuntimeError):
     """The Ray cluster at RAY_ADDRESS could not be joined (refused token, wrong address)."""
 
 
-def _token_auth_for_join() -> str | None:
-    """Turn Ray's token authentication on for a driver that joins a cluster, when a token
-    is at hand; returns where it comes from (None: no token, or RAY_AUTH_MODE already set).
+def _token_source() -> str | None:
+    """Where a Ray auth token is at hand: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    if os.environ.get("RAY_AUTH_TOKEN_PATH") and Path(os.environ["RAY_AUTH_TOKEN_PATH"]).is_file():
+        return f"RAY_AUTH_TOKEN_PATH ({os.environ['RAY_AUTH_TOKEN_PATH']})"
+    if (Path.home() / ".ray" / "auth_token").is_file():
+        return "~/.ray/auth_token"
+    return None
+
+
+_TOKEN_HOW = ("give the head's token (`ray get-auth-token` on the head) in RAY_AUTH_TOKEN, in a "
+              "file named by RAY_AUTH_TOKEN_PATH, or in ~/.ray/auth_token")
+
+
+def _token_auth_for_join(address: str) -> str | None:
+    """Turn Ray's token authentication on for a driver that joins ``address`` when the
+    cluster asks for it; returns where the token comes from (None: not needed, or
+    RAY_AUTH_MODE set by the user).
 
     Ray 2.60 leaves a joining driver in auth mode "disabled" unless RAY_AUTH_MODE=token is
     set, even with the cluster's token in ~/.ray/auth_token: a head started by `ray start`
-    (token auth on by default) then refuses it after a minute of retries."""
+    with token auth then refuses it after a minute of retries. Token mode must match the
+    cluster's, though: a driver in token mode on a cluster without it cannot be called back
+    by the cluster's workers. So the GCS is asked first, without a token (about a second),
+    and again with the token, so that a wrong one is named at once."""
     if os.environ.get("RAY_AUTH_MODE"):
         return None
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        source = "RAY_AUTH_TOKEN"
-    elif os.environ.get("RAY_AUTH_TOKEN_PATH") and Path(os.environ["RAY_AUTH_TOKEN_PATH"]).is_file():
-        source = f"RAY_AUTH_TOKEN_PATH ({os.environ['RAY_AUTH_TOKEN_PATH']})"
-    elif (Path.home() / ".ray" / "auth_token").is_file():
-        source = "~/.ray/auth_token"
-    else:
+    try:
+        from ray._raylet import GcsClient
+        from ray.exceptions import AuthenticationError
+    except ImportError:  # another Ray: leave authentication to it
         return None
+    try:
+        GcsClient(address=address).cluster_id
+        return None  # the cluster takes drivers without a token
+    except AuthenticationError:
+        pass
+    except Exception:  # unreachable, ...: ray.init below says so
+        return None
+    source = _token_source()
+    if source is None:
+        raise ClusterJoinError(f"the Ray cluster at {address} (RAY_ADDRESS) uses token "
+                               f"authentication and this driver has no token: {_TOKEN_HOW}")
     os.environ["RAY_AUTH_MODE"] = "token"
     try:  # Ray caches its config at import: refresh it as Ray's own setup does
         from ray._private.authentication.authentication_token_setup import _enable_token_auth
 
         _enable_token_auth()
     except ImportError:
+        pass
+    try:
+        GcsClient(address=address).cluster_id
+    except AuthenticationError:
+        raise ClusterJoinError(f"the Ray cluster at {address} (RAY_ADDRESS) refused the token "
+                               f"from {source}: {_TOKEN_HOW}") from None
+    except Exception:
         pass
     return source
 
@@ -138,18 +172,14 @@ def init_ray() -> None:
 
             address = canonicalize_bootstrap_address_or_die(given)
         os.environ["RAY_ADDRESS"] = address
-        token = _token_auth_for_join()
+        _token_auth_for_join(address)
         try:
             ray.init(address=address, runtime_env={"env_vars": {"RAY_ADDRESS": address}}, **opts)
         except (ConnectionError, RuntimeError) as exc:
             raise ClusterJoinError(
-                f"could not join the Ray cluster at {address} (RAY_ADDRESS): "
-                + (f"it refused this driver's token from {token}" if token else
-                   "no token was found for it (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
-                   "~/.ray/auth_token)")
-                + "; give the head's token (`ray get-auth-token` on the head) in one of those, "
-                f"and check the address ({exc.__class__.__name__}: {str(exc).splitlines()[0][:160]})"
-            ) from None
+                f"could not join the Ray cluster at {address} (RAY_ADDRESS): check the address "
+                f"and, with token authentication, the token ({_TOKEN_HOW}) "
+                f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:160]})") from None
         return
     # Start a local Ray on a port chosen here, so its address is known before it starts:
     # the raylet, and every worker it spawns, inherit this process's environment.

@@ -153,14 +153,14 @@ def resumable_run(storage: str, prefix: str, key: str) -> tuple[RunRecord, dict[
     if data is None:
         return record, None
     fresh = separate_run(storage, prefix, key)
-    if "mlflow_run_id" not in data:  # claimed, then killed before its MLflow run existed
-        return record, None
     if data.get("complete"):  # the same configuration again: a new run, not a no-op
         return fresh, None
     if holder := holder_alive(data):  # the same configuration running elsewhere right now
         print(f"{prefix}: {record.name} is running ({holder}): starting a separate run "
               f"{fresh.name}", flush=True)
         return fresh, None
+    if "mlflow_run_id" not in data:  # claimed, then killed before its MLflow run existed
+        return record, None
     return record, data
 
 
