@@ -6,6 +6,7 @@ by a live stage must never be adopted; one whose holder is gone is resumed."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -38,13 +39,44 @@ def test_a_live_holder_on_this_host_is_not_adopted(tmp_path, live_pid, capsys):
     assert f"pid {live_pid}" in capsys.readouterr().out  # one line says who holds it
 
 
-def test_a_killed_holder_on_this_host_is_resumed_at_once(tmp_path):
+def test_a_killed_holder_on_this_host_is_resumed_at_once(tmp_path, monkeypatch):
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     dead = int(proc.stdout)  # its heartbeat is fresh, but the process is gone
     _record(tmp_path, "train-k", host=socket.gethostname(), pid=dead, heartbeat=time.time())
     record, interrupted = resumable_run(str(tmp_path), "train", "k")
     assert record.name == "train-k" and interrupted["mlflow_run_id"] == "abc"
+    # the stage then claims it with the interrupted record's data, as open_run does
+    monkeypatch.setattr(resume, "CLAIM_SETTLE_S", 0.1)
+    assert record.claim(**interrupted)
+    holder = record.read()["holder"]
+    assert holder["pid"] == os.getpid() and record.read()["mlflow_run_id"] == "abc"
+    record.release(mlflow_run_id="abc", complete=True)
+
+
+def test_a_killed_holder_not_yet_reaped_is_gone(tmp_path):
+    """Right after a SIGKILL the holder can linger as a zombie: it holds nothing."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 30
+    import psutil
+
+    while psutil.Process(proc.pid).status() != psutil.STATUS_ZOMBIE:  # exited, not waited for
+        assert time.time() < deadline
+        time.sleep(0.05)
+    try:
+        _record(tmp_path, "train-k", host=socket.gethostname(), pid=proc.pid, heartbeat=time.time())
+        record, interrupted = resumable_run(str(tmp_path), "train", "k")
+        assert record.name == "train-k" and interrupted is not None
+    finally:
+        proc.wait()
+
+
+def test_records_are_replaced_whole(tmp_path):
+    record = RunRecord(str(tmp_path), "train-k")
+    record.write(mlflow_run_id="a", complete=False)
+    record.write(mlflow_run_id="b", complete=True)
+    assert record.read() == {"mlflow_run_id": "b", "complete": True}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-k.resgan.json"]  # no leftovers
 
 
 @pytest.mark.parametrize("age, adopted", [(resume.STALE_S - 30, False), (resume.STALE_S + 30, True)])

@@ -75,14 +75,19 @@ class RunRecord:
             return json.loads(f.read().decode())
 
     def write(self, **data: Any) -> None:
+        """Replace the record whole: written beside it, then moved over it (a reader, or a
+        kill mid-write, never sees half a record on a local or shared filesystem)."""
         self.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
-        with self.fs.open_output_stream(self.path) as f:
+        tmp = f"{self.path}.{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}.tmp"
+        with self.fs.open_output_stream(tmp) as f:
             f.write(json.dumps(data, sort_keys=True).encode())
+        self.fs.move(tmp, self.path)
 
     def claim(self, **data: Any) -> bool:
         """Write the record with this process as its holder; False when another process
         wrote it in the same moment (its write came last: it holds the run). Claimed, the
         heartbeat is kept fresh from a daemon thread until ``release`` or the process ends."""
+        data.pop("holder", None)  # an interrupted run's record: its old holder is replaced
         self._data, self._stop = data, threading.Event()
         self._beat()
         time.sleep(CLAIM_SETTLE_S)  # a second claimant's write lands in this window
@@ -96,6 +101,7 @@ class RunRecord:
 
     def update(self, **data: Any) -> None:
         """New record data (e.g. the MLflow run id), still held by this process."""
+        data.pop("holder", None)
         self._data = data
         self._beat()
 
@@ -118,6 +124,25 @@ class RunRecord:
                 print(f"warning: run record {self.path}: heartbeat not written ({exc})", flush=True)
 
 
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (a killed one not yet reaped, a zombie, does not)."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except ImportError:
+        pass
+    except Exception:  # psutil.NoSuchProcess, AccessDenied: decide by the signal below
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
 def holder_alive(data: dict[str, Any], now: float | None = None) -> str | None:
     """Who holds a run record, when that holder is alive (e.g. "host h, pid 12, heartbeat
     4 s ago"); None when it has none or it is gone."""
@@ -127,13 +152,8 @@ def holder_alive(data: dict[str, Any], now: float | None = None) -> str | None:
     age = (time.time() if now is None else now) - float(h.get("heartbeat", 0))
     if age > STALE_S:
         return None
-    if h.get("host") == socket.gethostname():
-        try:
-            os.kill(int(h["pid"]), 0)
-        except ProcessLookupError:
-            return None  # that stage was killed: its run is interrupted
-        except PermissionError:
-            pass  # another user's live process
+    if h.get("host") == socket.gethostname() and not _process_alive(int(h["pid"])):
+        return None  # that stage was killed: its run is interrupted
     return f"host {h.get('host')}, pid {h.get('pid')}, heartbeat {age:.0f} s ago"
 
 
