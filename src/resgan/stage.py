@@ -1,6 +1,6 @@
 """What the stage scripts (pipeline/), the benches and the tests share: read params.yaml
-as DVC does and validate it, fail in one line, the monitoring reference, resumable runs and
-atomic JSON outputs."""
+as DVC does and validate it, fail in one line, the monitoring reference and atomic JSON
+outputs. (Resumable runs: resgan.training.resume.open_run.)"""
 
 from __future__ import annotations
 

@@ -25,8 +25,8 @@ import os
 import socket
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from resgan.config import Config
