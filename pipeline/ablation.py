@@ -24,6 +24,7 @@ from resgan.stage import PARAMS, monitor_ref, read_json, read_params, run
 from resgan import tracking
 from resgan.ablation import Cell, summarise, write_report
 from resgan.config import ConfigError, replace
+from resgan.console import say
 from resgan.metrics.scoring import fid_name
 
 
@@ -65,7 +66,7 @@ def _earlier_cells(path: str, comparable: dict[str, str]) -> list[Cell]:
     return [Cell(**c) for c in res["cells"]]
 
 
-def main() -> None:
+def main() -> str:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default=PARAMS, help="parameter file (default: %(default)s)")
@@ -85,8 +86,7 @@ def main() -> None:
     if args.render:
         res = json.loads(Path(args.render).read_text())
         paths = write_report(args.out, [Cell(**c) for c in res["cells"]], res["settings"])
-        print(f"ablation: report re-written from {args.render}: {paths['md']}")
-        return
+        return f"report re-written from {args.render}: {paths['md']}"
     cfg = read_params(args.params)
     a, e = cfg.ablation, cfg.eval
     if tuned := [k for k in cfg.searched() if k not in ("depth", "residual")]:
@@ -115,9 +115,9 @@ def main() -> None:
         "ablation": a.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json"),
         "model": cfg.model.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json"),
         "eval": e.model_dump(mode="json")}, tags={"resgan.stage": "ablation"})
-    print(f"ablation: {n_cells} networks (depths {a.depths} x residual {a.residual} x seeds "
-          f"{a.seeds}" + (f" x augment {a.augment}" if augmented else "") +
-          f"), {a.epochs} epochs each, MLflow run {parent}", flush=True)
+    say(f"ablation: {n_cells} networks (depths {a.depths} x residual {a.residual} x seeds "
+        f"{a.seeds}" + (f" x augment {a.augment}" if augmented else "") +
+        f"), {a.epochs} epochs each, MLflow run {parent}")
     t0 = time.perf_counter()
     try:
         # One Tune grid per augment policy, each with train.augment set (a trial's point
@@ -186,8 +186,8 @@ def main() -> None:
         c.log_metric(parent, f"images_per_s_{tag}", s.ips_mean)
     c.log_metric(parent, "ablation_seconds", seconds)
     tracking.end_run(parent)
-    print(f"ablation: {n_cells} networks in {seconds / 60:.1f} min; report {paths['md']}")
-    print(paths["md"].read_text().split("## Residual against plain")[0].split("## FID per cell")[1])
+    table = paths["md"].read_text().split("## Residual against plain")[0].split("## FID per cell")[1]
+    return f"{n_cells} networks in {seconds / 60:.1f} min; report {paths['md']}\n{table.strip()}"
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from resgan.training import checkpoint as ckpt_io
 from resgan.metrics.scoring import fid_name
 
 
-def main() -> None:
+def main() -> str:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--prepared", default="outputs/prepare", help="prepare's output folder")
     ap.add_argument("--trained", default="outputs/train", help="train's output folder")
@@ -66,6 +66,9 @@ def main() -> None:
           f"at {prep['floor_samples']} "
           f"samples {at_floor.fid:.3f} vs the floor {prep['fid_floor']:.3f} "
           f"({prep['floor_samples']} held-out images); protocol {score.protocol.id}")
+    return (f"FID {score.fid:.3f} ± {score.fid_std:.3f} ({e.features}, {e.num_samples} samples), "
+            f"{at_floor.fid / prep['fid_floor']:.1f}x the floor at {prep['floor_samples']}; "
+            f"KID {score.kid:.4f}, precision {score.precision:.3f}, recall {score.recall:.3f}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from resgan.plots import write_page
 from resgan.stage import run
 
 
-def main() -> None:
+def main() -> str:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--history", default="outputs/train/history.csv")
@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--out", default="dvc_plots/offline", help="page folder (default: %(default)s)")
     args = ap.parse_args()
     page = write_page(args.out, history=args.history, trials=args.trials, samples=args.samples)
-    print(f"plots: {page} (no network needed)")
+    return f"{page} (no network needed)"
 
 
 if __name__ == "__main__":

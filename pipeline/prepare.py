@@ -23,7 +23,7 @@ from resgan.metrics.features import extract_all
 from resgan.metrics.fid import calculate_frechet_distance
 
 
-def main() -> None:
+def main() -> str:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="outputs/prepare", help="output folder")
     args = ap.parse_args()
@@ -82,6 +82,9 @@ def main() -> None:
     write_json(feats / "index.json", index)
     print(f"prepare: FID floor {floor:.3f} ({e.features} features, {len(x_te)} held-out images)")
     write_json(f"{args.out}/metrics.json", {**metrics, "seconds": round(time.perf_counter() - t0, 2)})
+    acc = f"classifier accuracy {metrics['classifier_accuracy']:.4f}; " if labelled else ""
+    return (f"{len(x_tr)} train, {len(x_te)} test images; {acc}FID floor {floor:.3f} "
+            f"({e.features} features)")
 
 
 if __name__ == "__main__":

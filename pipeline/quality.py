@@ -19,10 +19,11 @@ from pathlib import Path
 from resgan.stage import PARAMS, monitor_ref, read_json, read_params, run
 from resgan import tracking
 from resgan.config import load_config, replace
+from resgan.console import follow_epochs, say
 from resgan.metrics.scoring import fid_name
 
 
-def main() -> None:
+def main() -> str:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default=PARAMS, help="parameter file (default: %(default)s)")
@@ -61,14 +62,14 @@ def main() -> None:
     run_id = tracking.start_run(cfg.tracking.experiment, "quality-plain",
                                 params=plain_cfg.model_dump(mode="json"),
                                 tags={"resgan.stage": "quality"})
-    print(f"quality: training the plain network, depth {depth}, with the champion's config "
-          f"({t.epochs} epochs, lr_g {t.lr_g:.2e}, lr_d {t.lr_d:.2e}); MLflow run {run_id}",
-          flush=True)
+    say(f"quality: training the plain network, depth {depth}, with the champion's config "
+        f"({t.epochs} epochs, lr_g {t.lr_g:.2e}, lr_d {t.lr_d:.2e}); MLflow run {run_id}")
     trainer = make_trainer(
         plain_cfg, data_path=f"{args.prepared}/train.npz", fid_ref=monitor_ref(args.prepared, e),
         name=f"quality-{time.strftime('%Y%m%d-%H%M%S')}", storage=cfg.ray.storage_path,
         num_workers=workers, cpus_per_worker=cpus, use_gpu=use_gpu, run_id=run_id,
         tracking_uri=tracking.tracking_uri())
+    follow_epochs(t.epochs)
     plain_state, seconds = fit_tracked(trainer, run_id)
     ckpt_io.export_generator(plain_state, Path(args.generators) / "plain.pt")
 
@@ -129,7 +130,8 @@ def main() -> None:
     for f in ("quality.md", "samples-champion.png", "samples-plain.png", "samples-real.png"):
         c.log_artifact(run_id, str(out / f), artifact_path="quality")
     tracking.end_run(run_id)
-    print("\n".join(ln for ln in lines if ln.startswith("|") and "![" not in ln))
+    return f"report {out / 'quality.md'}\n" + "\n".join(
+        ln for ln in lines if ln.startswith("|") and "![" not in ln)
 
 
 if __name__ == "__main__":

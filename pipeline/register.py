@@ -14,7 +14,7 @@ from resgan import tracking
 from resgan.metrics.scoring import Scorer
 
 
-def main() -> None:
+def main() -> str:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--prepared", default="outputs/prepare", help="prepare's output folder")
     ap.add_argument("--trained", default="outputs/train", help="train's output folder")
@@ -48,7 +48,7 @@ def main() -> None:
                        if k.startswith("resgan.dvc")}})  # git_commit is tagged by register
     write_json(f"{args.out}/decision.json", decision.as_dict())
     verdict = "promoted to @champion" if decision.promoted else "not promoted"
-    print(f"register: {r.model_name} version {decision.version} {verdict} ({decision.reason})")
+    return f"{r.model_name} version {decision.version} {verdict} ({decision.reason})"
 
 
 if __name__ == "__main__":

@@ -18,13 +18,14 @@ from pathlib import Path
 
 from resgan.stage import monitor_ref, read_json, read_params, run, write_json
 from resgan import tracking
+from resgan.console import follow_epochs, say
 from resgan.metrics.scoring import fid_name
 from resgan.training.resume import open_run
 
 HISTORY = ["loss_d", "loss_g", "fid", "images_per_s"]
 
 
-def main() -> None:
+def main() -> str:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--prepared", default="outputs/prepare", help="prepare's output folder")
     ap.add_argument("--best", default="outputs/tune/best.json", help="tune's chosen point")
@@ -61,9 +62,9 @@ def main() -> None:
                      (("depth", "model"), ("residual", "model"), ("loss", "train")))
     begin = f"continuing trial {best['trial_id']} from epoch {best['epochs']}" if start else \
         "from the start"
-    print(f"train: {point} lr_g={cfg.train.lr_g:.2e} lr_d={cfg.train.lr_d:.2e}, {begin} to "
-          f"epoch {cfg.train.epochs}; {workers} worker(s) x {cpus:g} CPU(s) gpu={use_gpu}; "
-          f"ray run {record.name}, mlflow run {run_id}", flush=True)
+    say(f"train: {point} lr_g={cfg.train.lr_g:.2e} lr_d={cfg.train.lr_d:.2e}, {begin} to "
+        f"epoch {cfg.train.epochs}; {workers} worker(s) x {cpus:g} CPU(s) gpu={use_gpu}")
+    print(f"train: ray run {record.name}, mlflow run {run_id}", flush=True)
     if start and best["epochs"] >= cfg.train.epochs:  # the trial trained it all
         import time
 
@@ -79,6 +80,7 @@ def main() -> None:
             num_workers=workers, cpus_per_worker=cpus, use_gpu=use_gpu, run_id=run_id,
             tracking_uri=tracking.tracking_uri(), max_failures=cfg.train.max_failures,
             start=start)
+        follow_epochs(cfg.train.epochs, best["epochs"] if start else 0)
         state, seconds = fit_tracked(trainer, run_id)
     record.release(mlflow_run_id=run_id, complete=True)
     out = Path(args.out)
@@ -109,8 +111,8 @@ def main() -> None:
     c.log_metric(run_id, "train_seconds", seconds)
     c.log_artifact(run_id, str(out / "history.csv"))
     tracking.end_run(run_id)
-    print(f"train: {summary['epochs']} epochs ({summary['epochs_in_tune']} of them in tune) "
-          f"in {seconds:.0f}s, {ips:.0f} images/s, monitor FID {summary['final_fid_monitor']:.3f}")
+    return (f"{summary['epochs']} epochs ({summary['epochs_in_tune']} of them in tune) in "
+            f"{seconds:.0f}s, {ips:.0f} images/s, monitor FID {summary['final_fid_monitor']:.3f}")
 
 
 def _tune_checkpoint(best: dict) -> str | None:
@@ -119,8 +121,8 @@ def _tune_checkpoint(best: dict) -> str | None:
     if not path:
         return None
     if "://" not in path and not Path(path).exists():
-        print(f"train: tune's checkpoint {path} is gone (ray.storage_path cleaned?): training "
-              f"the chosen point from the start", flush=True)
+        say(f"train: tune's checkpoint {path} is gone (ray.storage_path cleaned?): training "
+            f"the chosen point from the start")
         return None
     return path
 

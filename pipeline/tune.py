@@ -20,6 +20,7 @@ from pathlib import Path
 from resgan.stage import monitor_ref, read_params, run, write_json
 from resgan import tracking
 from resgan.config import SEARCHABLE
+from resgan.console import say
 from resgan.metrics.scoring import fid_name
 from resgan.training.resume import open_run
 
@@ -27,7 +28,7 @@ COLUMNS = ["trial_id", "depth", "residual", "loss", "lr_g", "lr_d", "fid", "best
            "images_per_s", "status"]
 
 
-def main() -> None:
+def main() -> str:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--prepared", default="outputs/prepare", help="prepare's output folder")
     ap.add_argument("--out", default="outputs/tune", help="output folder")
@@ -38,9 +39,7 @@ def main() -> None:
     if not searched:
         write_trials(out / "trials.csv", [])
         write_json(out / "best.json", {"searched": [], "trials": 0})
-        print("tune: no key in params.yaml is 'tune': nothing to search; train uses "
-              "params.yaml's values")
-        return
+        return "no key in params.yaml is 'tune': nothing to search; train uses params.yaml's values"
     from resgan.training.ray_train import init_ray, resolve_use_gpu, storage_path  # imports Ray
     from resgan.training.resume import run_key
     from resgan.tuning import best_trial, run_search
@@ -49,8 +48,8 @@ def main() -> None:
     use_gpu = resolve_use_gpu(cfg.train.use_gpu)
     fid_ref = monitor_ref(args.prepared, cfg.eval)
     data = f"{args.prepared}/train.npz"
-    print(f"tune: searching {', '.join(searched)} with {cfg.tune.num_samples} trials of up to "
-          f"{cfg.tune.epochs} epochs (ASHA)", flush=True)
+    say(f"tune: searching {', '.join(searched)} with {cfg.tune.num_samples} trials of up to "
+        f"{cfg.tune.epochs} epochs (ASHA)")
     # One Tune experiment name per configuration: a killed stage, started again, restores
     # the experiment; finished trials are not run again.
     record, parent, resumed = open_run(
@@ -84,8 +83,8 @@ def main() -> None:
         "stopped": sum(r.status == "stopped" for r in rows), "mlflow_run_id": parent})
     chosen = " ".join(f"{k}={v:.2e}" if isinstance(v, float) else f"{k}={v}"
                       for k, v in best.point.items())
-    print(f"tune: {len(rows)} trials ({sum(r.status == 'stopped' for r in rows)} stopped by "
-          f"ASHA); best {chosen} fid={best.fid:.3f} after {best.epochs} epochs")
+    return (f"{len(rows)} trials ({sum(r.status == 'stopped' for r in rows)} stopped by ASHA); "
+            f"best {chosen} fid={best.fid:.3f} after {best.epochs} epochs")
 
 
 def write_trials(path: Path, rows: list[dict]) -> None:

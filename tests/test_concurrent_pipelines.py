@@ -50,7 +50,9 @@ def test_two_pipelines_at_once_both_finish(tmp_path):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
-    logs = [(work / "repro.log").read_text() for work, _ in repos]
+    # what each printed, then its stages' full logs (resgan.console)
+    logs = ["\n".join(f.read_text() for f in [work / "repro.log", *sorted(work.glob("outputs/logs/*.log"))])
+            for work, _ in repos]
     for p, log in zip(procs, logs):
         assert p.returncode == 0, f"rc {p.returncode} after {time.monotonic() - t0:.0f} s:\n" \
                                   + log[-4000:]

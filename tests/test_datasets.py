@@ -281,14 +281,15 @@ def test_prepare_caches_statistics_by_extractor(tmp_path, inception_weights):
     feats = tmp_path / "outputs" / "prepare" / "features"
     index1 = json.loads((feats / "index.json").read_text())
     assert set(index1) == {"classifier", "inception"} and index1["inception"]["dims"] == 64
-    assert "reused" not in first.stdout
+    log = tmp_path / "outputs" / "logs" / "prepare.log"  # the stage's details (its console)
+    assert "reused" not in log.read_text() and "computed" in log.read_text()
     params["eval"]["classifier_epochs"] = 3
     second = _prepare(tmp_path, params)
     assert second.returncode == 0, second.stderr
     index2 = json.loads((feats / "index.json").read_text())
     assert index2["inception"] == index1["inception"]  # same data, same weights: same file
     assert index2["classifier"]["train"] != index1["classifier"]["train"]
-    assert second.stdout.count("reused") == 2 and second.stdout.count("computed") == 2
+    assert log.read_text().count("reused") == 2 and log.read_text().count("computed") == 2
     assert index2["inception"]["train"].startswith("mnist-r8-train-inception64-")
 
 

@@ -86,6 +86,7 @@ def _set_param(repo, section, key, value):
 def test_whole_pipeline(repo):
     out = _dvc(repo, "repro")
     assert _ran(out) == ["prepare", "tune", "train", "evaluate", "register"]
+    _check_console(repo[0], out.stdout + out.stderr)
     metrics = json.loads(_dvc(repo, "metrics", "show", "--json").stdout)
     ws = next(iter(metrics.values()))["data"]  # "workspace", or "" before the first commit
     ev = ws["outputs/eval/metrics.json"]["data"]
@@ -121,6 +122,26 @@ def test_whole_pipeline(repo):
     # declared once: no stray default plots of the stage outputs
     assert set(shown["data"]) == {"losses", "fid_per_epoch", "fid_vs_depth", "outputs/eval/samples.png"}
     assert shown["data"]["fid_per_epoch"][0]["content"]["encoding"]["y"]["scale"]["type"] == "log"
+
+
+def _check_console(work, printed):
+    """What `dvc repro` printed is what a person wants (resgan.console); the rest is logged."""
+    lines = [ln.rsplit("\r", 1)[-1] for ln in printed.split("\n") if ln.strip()]
+    assert len(lines) <= 40, "\n".join(lines)
+    ours = [ln for ln in lines if ln.split(":")[0] in ("prepare", "tune", "train", "evaluate",
+                                                         "register")]
+    assert len(ours) == len(set(ours)), "\n".join(lines)  # no line twice
+    for stage in ("prepare", "tune", "train", "evaluate", "register"):
+        assert f"{stage}: started; full log in outputs/logs/{stage}.log" in lines
+        assert any(ln.startswith(f"{stage}: done in ") for ln in lines), stage
+    for noise in ("Trial status", "pid=", "core_worker", "WARNING", "INFO"):
+        assert noise not in printed, noise
+    assert any(ln.startswith("tune: 100%|") and "2/2 trials" in ln for ln in lines), lines
+    logs = {p.stem: p.read_text() for p in (work / "outputs/logs").glob("*.log")}
+    assert "Trial status" in logs["tune"] and "(_trial pid=" in logs["tune"]
+    assert "classifier test accuracy" in logs["prepare"]
+    epoch_lines = [ln for ln in logs["tune"].splitlines() if "epoch 1/2:" in ln]
+    assert len(epoch_lines) == 2  # one per trial, each once
 
 
 def test_nothing_changed_runs_nothing(repo):
@@ -279,7 +300,7 @@ def test_killed_train_stage_resumes_from_its_checkpoint(repo):
 
     out = _dvc(repo, "repro", "train")
     assert f"train: resuming the interrupted run {newest.name}" in out.stdout
-    assert "resuming from the checkpoint of epoch" in out.stdout
+    assert "resuming from the checkpoint of epoch" in (work / "outputs/logs/train.log").read_text()
     from resgan.training import checkpoint as ckpt_io
 
     gen = ckpt_io.load(work / "outputs/train/generator.pt")

@@ -1,6 +1,7 @@
 """What the stage scripts (pipeline/), the benches and the tests share: read params.yaml
-as DVC does and validate it, fail in one line, the monitoring reference and atomic JSON
-outputs. (Resumable runs: resgan.training.resume.open_run.)"""
+as DVC does and validate it, run a stage under its console (resgan.console) and fail in
+one line, the monitoring reference and atomic JSON outputs. (Resumable runs:
+resgan.training.resume.open_run.)"""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from resgan.config import Config, ConfigError, EvalConfig, load_config
+from resgan.console import Console
 from resgan.data import DataError
 from resgan.metrics.features import FeatureError
 from resgan.metrics.scoring import (  # noqa: F401 (re-exported for the stage scripts)
@@ -32,13 +34,19 @@ def read_params(path: str = PARAMS) -> Config:
     return load_config(raw, path)
 
 
-def run(main: Callable[[], Any]) -> None:
-    """Run a stage's main; turn configuration and input errors into one line and exit 1."""
+def run(main: Callable[[], str | None], stage: str | None = None) -> None:
+    """Run a stage's main under a Console (resgan.console): a line when it starts, the
+    headline ``main`` returns when it ends; configuration and input errors become one line
+    and exit 1, an unexpected error its traceback (on the terminal and in the log)."""
+    con = Console(stage or Path(sys.argv[0]).stem).open()
     try:
-        main()
+        headline = main()
     except (ConfigError, DataError, FeatureError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        con.error(f"error: {exc}")
         sys.exit(1)
+    except KeyboardInterrupt:
+        con.error(f"{con.stage}: interrupted")
+        raise
     except Exception as exc:
         # A bounded wait for Ray resources that ran out (resgan.training.ray_train); looked
         # up only where a stage imported Ray, so stages without Ray do not import it.
@@ -47,10 +55,12 @@ def run(main: Callable[[], Any]) -> None:
         known = tuple(getattr(m, n) for m, n in ((ray_train, "ResourceWaitError"),
                                                   (ray_train, "ClusterJoinError"),
                                                   (registry, "RegistryError")) if m is not None)
-        if not isinstance(exc, known):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, known):
+            con.error(f"error: {exc}")
+        else:
+            con.failed(exc)
         sys.exit(1)
+    con.done(headline)
 
 
 def monitor_ref(prepared: str | Path, e: EvalConfig) -> FidRef:

@@ -31,7 +31,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from resgan import tracking
+from resgan import console, tracking
 from resgan.config import Config, load_config, replace
 from resgan.training import checkpoint as ckpt_io
 from resgan.metrics.scoring import FidRef
@@ -204,6 +204,43 @@ class WaitBounds(Callback):
             self._failed = ResourceWaitError(str(err))
 
 
+class TrialProgress(Callback):
+    """A bar over the trials on the stage's terminal (resgan.console), with the trials
+    running and the best FID so far; Tune's own status tables go to the log."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self._bar = None
+        self._best = math.inf
+
+    def __getstate__(self) -> dict[str, Any]:  # saved with the experiment: no bar
+        return {"total": self.total}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["total"])
+
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        if self._bar is None:
+            self._bar = console.progress(self.total, "tune", "trial")
+        ended = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+        running = sum(t.status == "RUNNING" for t in trials)
+        best = f", best FID {self._best:.3g}" if self._best < math.inf else ""
+        postfix = f"{running} running{best}"
+        if ended != self._bar.n or postfix != self._bar.postfix:
+            self._bar.set_postfix_str(postfix, refresh=False)
+            self._bar.update(ended - self._bar.n)
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        fid = result.get(METRIC)
+        if fid is not None and math.isfinite(fid):
+            self._best = min(self._best, fid)
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        if self._bar is not None:
+            self._bar.update(sum(t.status in ("TERMINATED", "ERROR") for t in trials) - self._bar.n)
+            self._bar.close()
+
+
 def raise_wait_error(grid) -> None:
     """Raise the ResourceWaitError of a trial in Tune's results, if any (WaitBounds stops
     the search at the next step; a trial that was the last one ends it anyway)."""
@@ -307,7 +344,8 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
                 metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=num_samples,
                 search_alg=BasicVariantGenerator(max_concurrent=concurrent, random_state=seed)),
             run_config=tune.RunConfig(name=name, storage_path=storage_path(cfg.ray.storage_path),
-                                      verbose=1, callbacks=[WaitBounds(name)]),
+                                      verbose=1, callbacks=[WaitBounds(name),
+                                                                  TrialProgress(num_samples)]),
         )
     # Tune's own SIGINT handler ends the experiment "gracefully" and returns the trials so
     # far: an interrupted stage (Ctrl-C, `dvc queue kill`) would then write a best.json from

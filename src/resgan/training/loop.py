@@ -22,6 +22,7 @@ from torchvision.utils import make_grid
 
 from resgan.augment import ADA_INTERVAL, Augment
 from resgan.config import Config
+from resgan.console import epoch_line
 from resgan.data import load_split
 from resgan.losses import LOSSES, gradient_penalty
 from resgan.metrics.scoring import FidRef, fid_name
@@ -273,8 +274,7 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
             ema_G = G_ema.module.eval()
             if monitor is not None:
                 metrics["fid"] = monitor(ema_G)
-            print(f"epoch {epoch}/{t.epochs}: " + " ".join(
-                f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"), flush=True)
+            print(epoch_line(epoch, t.epochs, metrics), flush=True)
             if logger is not None:  # a recorded FID names its extractor and sample count
                 logger.log_metrics({fid_name(fid_ref.features, t.fid_samples) if k == "fid" else k: v
                                     for k, v in metrics.items()}, step=epoch)

@@ -160,6 +160,10 @@ def init_ray() -> None:
     for var in (WORKER_WAIT_ENV, TRIAL_WAIT_ENV):  # a bad value fails before any work
         wait_bound(var)
     opts = dict(log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    # Ray Train 2.60 sends a worker's print() both to its stdout and to its own logger,
+    # which Ray also forwards: every line came twice. Ray Train passes this variable on to
+    # its controller and workers.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     given = os.environ.get("RAY_ADDRESS", "")
     if given and given != _started_address:
         # Join. A cluster started elsewhere does not have our environment: the job's
@@ -174,7 +178,9 @@ def init_ray() -> None:
         os.environ["RAY_ADDRESS"] = address
         _token_auth_for_join(address)
         try:
-            ray.init(address=address, runtime_env={"env_vars": {"RAY_ADDRESS": address}}, **opts)
+            ray.init(address=address, runtime_env={"env_vars": {
+                "RAY_ADDRESS": address,
+                "RAY_TRAIN_ENABLE_PRINT_PATCH": os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"]}}, **opts)
         except (ConnectionError, RuntimeError) as exc:
             raise ClusterJoinError(
                 f"could not join the Ray cluster at {address} (RAY_ADDRESS): check the address "

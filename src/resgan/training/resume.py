@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from resgan.config import Config
+from resgan.console import say
 from resgan.metrics.cache import fingerprint
 
 _SRC = Path(__file__).resolve().parents[1]  # the resgan package
@@ -121,7 +122,7 @@ class RunRecord:
             try:
                 self._beat()
             except OSError as exc:  # storage briefly unreachable: the next beat tries again
-                print(f"warning: run record {self.path}: heartbeat not written ({exc})", flush=True)
+                say(f"warning: run record {self.path}: heartbeat not written ({exc})")
 
 
 def _process_alive(pid: int) -> bool:
@@ -176,8 +177,8 @@ def resumable_run(storage: str, prefix: str, key: str) -> tuple[RunRecord, dict[
     if data.get("complete"):  # the same configuration again: a new run, not a no-op
         return fresh, None
     if holder := holder_alive(data):  # the same configuration running elsewhere right now
-        print(f"{prefix}: {record.name} is running ({holder}): starting a separate run "
-              f"{fresh.name}", flush=True)
+        say(f"{prefix}: {record.name} is running ({holder}): starting a separate run "
+            f"{fresh.name}")
         return fresh, None
     if "mlflow_run_id" not in data:  # claimed, then killed before its MLflow run existed
         return record, None
@@ -200,14 +201,13 @@ def open_run(storage: str, stage: str, key: str, start: Callable[[str], str]):
     if not record.claim(**(interrupted or {"complete": False})):  # this process holds it now
         taken = record.name
         record, interrupted = separate_run(storage, stage, key), None
-        print(f"{stage}: another stage took {taken} at the same moment: starting a separate "
-              f"run {record.name}", flush=True)
+        say(f"{stage}: another stage took {taken} at the same moment: starting a separate "
+            f"run {record.name}")
         record.claim(complete=False)  # a name with this pid in it: no one else's
     if interrupted:
         run_id = interrupted["mlflow_run_id"]
         tracking.client().update_run(run_id, status="RUNNING")
-        print(f"{stage}: resuming the interrupted run {record.name} (MLflow run {run_id})",
-              flush=True)
+        say(f"{stage}: resuming the interrupted run {record.name} (MLflow run {run_id})")
         return record, run_id, True
     run_id = start(record.name)
     record.update(mlflow_run_id=run_id, complete=False)
