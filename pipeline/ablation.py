@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -168,7 +170,8 @@ def main() -> str:
         "workers per cell": a.workers_per_trial,
         "cells at once": a.max_concurrent,
         "wall time": f"{seconds / 60:.1f} min ({train_seconds / 60:.1f} min training)",
-        "command": "make ablation",
+        "command": "make ablation" if len(sys.argv) == 1 else
+                   "python pipeline/ablation.py " + " ".join(map(shlex.quote, sys.argv[1:])),
     }
     if args.merge:
         trained = {(x.depth, x.residual, x.augment, x.seed) for x in cells}

@@ -68,7 +68,7 @@ def main() -> str:
           f"({prep['floor_samples']} held-out images); protocol {score.protocol.id}")
     return (f"FID {score.fid:.3f} ± {score.fid_std:.3f} ({e.features}, {e.num_samples} samples), "
             f"{at_floor.fid / prep['fid_floor']:.1f}x the floor at {prep['floor_samples']}; "
-            f"KID {score.kid:.4f}, precision {score.precision:.3f}, recall {score.recall:.3f}")
+            f"KID {score.kid:.4g}, precision {score.precision:.3f}, recall {score.recall:.3f}")
 
 
 if __name__ == "__main__":

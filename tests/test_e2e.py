@@ -101,6 +101,8 @@ def test_whole_pipeline(repo):
     assert float(champ.tags["fid"]) == pytest.approx(ev["fid"])
     train_run = c.get_run((repo[0] / "outputs/train/run_id.txt").read_text().strip())
     assert "fid_classifier_n200" in train_run.data.metrics
+    logged = [a.path for a in c.list_artifacts(train_run.info.run_id, "logs")]
+    assert logged == ["logs/train.log"]  # the stage's full log goes with its run
     assert train_run.data.tags["resgan.dvc_exp"] == "workspace"
     assert train_run.data.tags["protocol.id"] == ev["protocol"] == champ.tags["protocol.id"]
     assert ev["repeats"] == 3 and 0 < ev["fid_std"] < ev["fid"]

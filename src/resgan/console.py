@@ -58,17 +58,23 @@ def say(message: str) -> None:
         print(message, flush=True)
 
 
+def log_file() -> Path | None:
+    """The log file of the stage running in this process (None outside a stage or when verbose)."""
+    return None if _active is None else _active.log_path
+
+
 def follow_epochs(total: int, initial: int = 0) -> None:
     """A bar over the training loop's epochs, driven by its per-epoch lines (see Console)."""
     if _active is not None:
         _active.follow_epochs(total, initial)
 
 
-def progress(total: int, desc: str, unit: str, initial: int = 0) -> tqdm:
-    """A progress bar on the stage's terminal (a disabled one outside a stage or when verbose)."""
+def progress(total: int, desc: str | None, unit: str, initial: int = 0) -> tqdm:
+    """A progress bar on the stage's terminal, named ``desc`` (default: the stage); a
+    disabled one outside a stage or when verbose."""
     if _active is None or _active.log_path is None:
         return tqdm(total=total, disable=True)
-    return _active.bar(total, desc, unit, initial)
+    return _active.bar(total, desc or _active.stage, unit, initial)
 
 
 def _duration(seconds: float) -> str:

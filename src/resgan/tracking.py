@@ -135,7 +135,18 @@ def metric_history(run_id: str, keys: list[str]) -> list[dict[str, float]]:
 
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:
-    client().set_terminated(run_id, status=status)
+    """End a stage's run; the stage's log so far (resgan.console) goes with it as
+    ``logs/<stage>.log``, so that it survives a queued experiment's temporary workspace."""
+    from resgan import console
+
+    c = client()
+    log = console.log_file()
+    if log is not None and log.is_file():
+        try:
+            c.log_artifact(run_id, str(log), artifact_path="logs")
+        except Exception as exc:  # the log is a convenience: never fail a run over it
+            print(f"warning: {log} not logged to MLflow run {run_id}: {exc}", flush=True)
+    c.set_terminated(run_id, status=status)
 
 
 def log_dataset(run_id: str, path: str | Path, name: str, context: str = "training") -> str:

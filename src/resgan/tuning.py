@@ -221,7 +221,7 @@ class TrialProgress(Callback):
 
     def on_step_begin(self, iteration: int, trials: list, **info) -> None:
         if self._bar is None:
-            self._bar = console.progress(self.total, "tune", "trial")
+            self._bar = console.progress(self.total, None, "trial")
         ended = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
         running = sum(t.status == "RUNNING" for t in trials)
         best = f", best FID {self._best:.3g}" if self._best < math.inf else ""
@@ -237,6 +237,9 @@ class TrialProgress(Callback):
 
     def on_experiment_end(self, trials: list, **info) -> None:
         if self._bar is not None:
+            failed = sum(t.status == "ERROR" for t in trials)
+            best = f"best FID {self._best:.3g}" if self._best < math.inf else "no FID"
+            self._bar.set_postfix_str(best + (f", {failed} failed" if failed else ""), refresh=False)
             self._bar.update(sum(t.status in ("TERMINATED", "ERROR") for t in trials) - self._bar.n)
             self._bar.close()
 
@@ -329,6 +332,8 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
            "epochs": epochs, "workers": workers, "cpus": share, "direct": direct,
            "tags": tracking.provenance_tags(),
            "export_dir": str(Path(export_dir).resolve()) if export_dir else None}
+    grid_points = math.prod(len(v["grid_search"]) for v in param_space.values()
+                            if isinstance(v, dict) and "grid_search" in v)
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=cfg.model_dump(mode="json"), job=job),
         trial_resources(workers if direct else 0, use_gpu, share))
@@ -345,7 +350,7 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
                 search_alg=BasicVariantGenerator(max_concurrent=concurrent, random_state=seed)),
             run_config=tune.RunConfig(name=name, storage_path=storage_path(cfg.ray.storage_path),
                                       verbose=1, callbacks=[WaitBounds(name),
-                                                                  TrialProgress(num_samples)]),
+                                                                  TrialProgress(num_samples * grid_points)]),
         )
     # Tune's own SIGINT handler ends the experiment "gracefully" and returns the trials so
     # far: an interrupted stage (Ctrl-C, `dvc queue kill`) would then write a best.json from
