@@ -124,7 +124,9 @@ def _tune_checkpoint(best: dict) -> str | None:
         say(f"train: tune's checkpoint {path} is gone (ray.storage_path cleaned?): training "
             f"the chosen point from the start")
         return None
-    return path
+    # Ray Train's workers run in other directories: a path relative to the workspace (as
+    # tune writes one) is made absolute here.
+    return path if "://" in path else str(Path(path).resolve())
 
 
 def _copy_history(trial_run: str | None, run_id: str, fid_key: str) -> None:

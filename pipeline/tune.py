@@ -77,7 +77,7 @@ def main() -> str:
     write_trials(out / "trials.csv", [{**fixed, **r.flat()} for r in sorted(rows, key=lambda r: r.fid)])
     write_json(out / "best.json", {
         **best.point, "searched": searched, "fid": best.fid, "epochs": best.epochs,
-        "checkpoint": best.checkpoint, "trial_id": best.trial_id, "trial_run_id": best.run_id,
+        "checkpoint": _portable(best.checkpoint), "trial_id": best.trial_id, "trial_run_id": best.run_id,
         "features": fid_ref.features, "fid_samples": cfg.train.fid_samples,
         "trials": len(rows), "failed": sum(r.status == "failed" for r in rows),
         "stopped": sum(r.status == "stopped" for r in rows), "mlflow_run_id": parent})
@@ -85,6 +85,17 @@ def main() -> str:
                       for k, v in best.point.items())
     return (f"{len(rows)} trials ({sum(r.status == 'stopped' for r in rows)} stopped by ASHA); "
             f"best {chosen} fid={best.fid:.3f} after {best.epochs} epochs")
+
+
+def _portable(path: str | None) -> str | None:
+    """A checkpoint inside the workspace relative to it (best.json is committed to git: no
+    machine's absolute path in it); a URI or a path elsewhere as it is."""
+    if not path or "://" in path:
+        return path
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path
 
 
 def write_trials(path: Path, rows: list[dict]) -> None:

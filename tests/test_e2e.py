@@ -115,6 +115,8 @@ def test_whole_pipeline(repo):
     # train continued the best trial from tune.epochs (2) to train.epochs (2: nothing left)
     best = json.loads((repo[0] / "outputs/tune/best.json").read_text())
     assert best["searched"] == ["lr_g", "lr_d"] and "depth" not in best
+    # committed to git: the checkpoint relative to the workspace, not this machine's path
+    assert best["checkpoint"].startswith(".ray_results/") and (repo[0] / best["checkpoint"]).is_dir()
     tr = ws["outputs/train/metrics.json"]["data"]
     assert (tr["depth"], tr["epochs"], tr["epochs_in_tune"]) == (1, 2, 2)
     assert (tr["lr_g"], tr["lr_d"]) == pytest.approx((best["lr_g"], best["lr_d"]))

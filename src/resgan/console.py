@@ -179,7 +179,7 @@ class Console:
     def bar(self, total: int, desc: str, unit: str, initial: int = 0) -> tqdm:
         tty = self.out.isatty()
         b = tqdm(total=total, desc=desc, unit=unit, initial=initial, file=self.out,
-                 dynamic_ncols=tty, mininterval=0.5 if tty else 30, leave=True,
+                 dynamic_ncols=tty, mininterval=0.5 if tty else 30, miniters=0, leave=True,
                  bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} {unit}s "
                             "[{elapsed}<{remaining}]{postfix}")
         self._bars.append(b)
