@@ -189,7 +189,7 @@ def main() -> str:
         c.log_metric(parent, f"images_per_s_{tag}", s.ips_mean)
     c.log_metric(parent, "ablation_seconds", seconds)
     tracking.end_run(parent)
-    table = paths["md"].read_text().split("## Residual against plain")[0].split("## FID per cell")[1]
+    table = paths["md"].read_text().split("## FID per cell")[1].split("\n## ")[0]  # that section
     return f"{n_cells} networks in {seconds / 60:.1f} min; report {paths['md']}\n{table.strip()}"
 
 

@@ -71,15 +71,15 @@ JOIN = ("from resgan.stage import run\n"
         "import os, ray\n"
         "def main():\n"
         "    init_ray()\n"
-        "    print('joined', ray.cluster_resources().get('CPU'), os.environ.get('RAY_AUTH_MODE'))\n"
-        "run(main)\n")
+        "    return f\"joined {ray.cluster_resources().get('CPU')} {os.environ.get('RAY_AUTH_MODE')}\"\n"
+        "run(main, 'join')\n")  # a stage's console: its headline on the terminal
 
 
-def test_a_driver_joins_the_head_with_its_token(head):
+def test_a_driver_joins_the_head_with_its_token(head, tmp_path):
     """RAY_AUTH_MODE unset and the token in ~/.ray/auth_token: Ray alone would refuse."""
     env = {**head["env"], "RAY_ADDRESS": head["address"]}
     out = subprocess.run([sys.executable, "-c", JOIN], env=env, capture_output=True, text=True,
-                         timeout=300)
+                         timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "joined 2.0 token" in out.stdout
 
@@ -95,7 +95,7 @@ def test_a_refused_driver_ends_in_one_clear_line_at_once(head, tmp_path, token, 
         env["RAY_AUTH_TOKEN"] = token
     t0 = time.monotonic()
     out = subprocess.run([sys.executable, "-c", JOIN], env=env, capture_output=True, text=True,
-                         timeout=300)
+                         timeout=300, cwd=tmp_path)
     assert out.returncode == 1
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error: the Ray cluster at "), out.stderr[-2000:]

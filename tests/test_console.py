@@ -151,3 +151,31 @@ def test_epoch_lines_are_what_the_console_follows():
     m = EPOCH_RE.search("\x1b[36m(RayTrainWorker pid=23702)\x1b[0m " + line)
     assert m and m.group(1, 2) == ("12", "100")
     assert EPOCH_RE.search("resuming from the checkpoint of epoch 12 (step 264)") is None
+
+
+@pytest.mark.parametrize("in_stage", [False, True])
+def test_trial_bar_outside_and_inside_a_stage(tmp_path, monkeypatch, in_stage):
+    """Tune's callback works with no console (tests, benches, RESGAN_VERBOSE=1): a disabled bar."""
+    from types import SimpleNamespace
+
+    from resgan import console
+    from resgan.tuning import TrialProgress
+
+    cb = TrialProgress(3)
+    if in_stage:  # a console whose "terminal" is a file, descriptors left alone
+        con = console.Console("tune", tmp_path / "logs")
+        con.out = open(tmp_path / "terminal.txt", "w")
+        monkeypatch.setattr(console, "_active", con)
+    trials = [SimpleNamespace(status=s) for s in ("RUNNING", "PENDING", "PENDING")]
+    cb.on_step_begin(0, trials)
+    cb.on_trial_result(0, trials, trials[0], {"fid": 12.5})
+    trials[0].status = "TERMINATED"
+    trials[1].status = "RUNNING"
+    cb.on_step_begin(1, trials)
+    for t in trials:
+        t.status = "TERMINATED"
+    cb.on_experiment_end(trials)
+    if in_stage:
+        con.out.close()
+        shown = (tmp_path / "terminal.txt").read_text().rsplit("\r", 1)[-1]
+        assert "tune: 100%" in shown and "3/3 trials" in shown and "best FID 12.5" in shown

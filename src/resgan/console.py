@@ -133,6 +133,7 @@ class Console:
             # The log keeps every worker's lines (Ray folds similar lines of different
             # workers into one "[repeated Nx]" line for a terminal). Read when Ray is imported.
             os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+            os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # no colour codes in a file
             self.say(f"{self.stage}: started; full log in {self.log_path}")
         _active = self
         return self

@@ -38,7 +38,7 @@ def run(main: Callable[[], str | None], stage: str | None = None) -> None:
     """Run a stage's main under a Console (resgan.console): a line when it starts, the
     headline ``main`` returns when it ends; configuration and input errors become one line
     and exit 1, an unexpected error its traceback (on the terminal and in the log)."""
-    con = Console(stage or Path(sys.argv[0]).stem).open()
+    con = Console(stage or Path(sys.argv[0]).stem.lstrip("-") or "stage").open()  # ("-c")
     try:
         headline = main()
     except (ConfigError, DataError, FeatureError) as exc:

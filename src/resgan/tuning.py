@@ -212,6 +212,7 @@ class TrialProgress(Callback):
         self.total = total
         self._bar = None
         self._best = math.inf
+        self._shown: tuple[int, str] | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # saved with the experiment: no bar
         return {"total": self.total}
@@ -226,7 +227,8 @@ class TrialProgress(Callback):
         running = sum(t.status == "RUNNING" for t in trials)
         best = f", best FID {self._best:.3g}" if self._best < math.inf else ""
         postfix = f"{running} running{best}"
-        if ended != self._bar.n or postfix != self._bar.postfix:
+        if (ended, postfix) != self._shown:  # (a disabled bar, outside a stage, keeps no postfix)
+            self._shown = (ended, postfix)
             self._bar.set_postfix_str(postfix, refresh=False)
             self._bar.update(ended - self._bar.n)
 
