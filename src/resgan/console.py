@@ -38,16 +38,12 @@ def epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
     return f"epoch {epoch}/{epochs}: " + " ".join(
         f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch")
 
+
 _active: Console | None = None
 
 
 def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no")
-
-
-def current() -> Console | None:
-    """The console of the stage running in this process, if any."""
-    return _active
 
 
 def say(message: str) -> None:
