@@ -2,11 +2,13 @@
 
 The same model (params.yaml's, with the values tune chose for its "tune" keys), data
 (outputs/prepare) and global batch size, side by side in one script: the Ray-free loop in
-this process (torch's default threads, and one thread), then Ray Train as the train stage
-runs it with `train.num_workers: auto` (here one worker with every CPU), and with 2 one-CPU
+this process (torch's default threads) alternating ``--rounds`` times with Ray Train as the
+train stage runs it with `train.num_workers: auto` (here one worker with every CPU), each
+Ray run compared with the plain runs on either side of it (the CPUs of a shared machine
+change speed within minutes); then the plain loop on one thread and Ray Train with 2 one-CPU
 workers (DDP). Images/s are the per-epoch figures the loop measures itself (start-up
 excluded), mean over epochs 2..N.
-Run after `make run`:  .venv/bin/python bench/throughput.py [--epochs 6]
+Run after `make run`:  .venv/bin/python bench/throughput.py [--epochs 6] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ def ray_train(cfg, data: str, workers: int | str, storage: str) -> tuple[float, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternations of the plain loop and the train stage's Ray Train run")
     ap.add_argument("--prepared", default="outputs/prepare")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
@@ -60,30 +64,51 @@ def main() -> None:
     cfg = replace(cfg, train={"epochs": args.epochs, "checkpoint_every": 1, "sample_every": args.epochs})
     data = f"{args.prepared}/train.npz"
     default_threads = torch.get_num_threads()
-    rows = [("plain PyTorch loop, 1 process", f"{default_threads} threads", *plain(cfg, data, default_threads)),
-            ("plain PyTorch loop, 1 process", "1 thread", *plain(cfg, data, 1))]
-    torch.set_num_threads(default_threads)
-    from resgan.training.ray_train import init_ray
+    import ray
 
-    init_ray()
+    from resgan.training.ray_train import init_ray, resolve_workers
+
     storage = str(Path(".ray_results").resolve())
-    from resgan.training.ray_train import resolve_workers
-
-    n, cpus = resolve_workers("auto", False)
-    rows.append(("Ray Train, `num_workers: auto`", f"{n} worker x {cpus:g} CPUs",
-                 *ray_train(cfg, data, "auto", storage)))
-    rows.append(("Ray Train (TorchTrainer, DDP)", "2 workers x 1 CPU",
-                 *ray_train(replace(cfg, train={"num_workers": 2}), data, 2, storage)))
-    base = rows[0][2]
+    # These CPUs change speed from minute to minute: the plain loop and the train stage's
+    # path alternate, each Ray run compared with the plain runs just before and after it.
+    # Ray is started for its run and shut down after, so no plain run shares the cores
+    # with an idle Ray.
+    plain_runs, auto_runs = [plain(cfg, data, default_threads)], []
+    for _ in range(args.rounds):
+        init_ray()
+        n, cpus = resolve_workers("auto", False)
+        auto_runs.append(ray_train(cfg, data, "auto", storage))
+        ray.shutdown()
+        plain_runs.append(plain(cfg, data, default_threads))
+    ratios = [a[0] / statistics.fmean([plain_runs[i][0], plain_runs[i + 1][0]])
+              for i, a in enumerate(auto_runs)]
+    one_thread = plain(cfg, data, 1)
+    torch.set_num_threads(default_threads)
+    init_ray()
+    ddp = ray_train(replace(cfg, train={"num_workers": 2}), data, 2, storage)
+    ray.shutdown()
+    last = plain(cfg, data, default_threads)
+    base = statistics.fmean(r[0] for r in plain_runs)
+    rows = [("plain PyTorch loop, 1 process", f"{default_threads} threads", base,
+             statistics.fmean(r[1] for r in plain_runs), f"{len(plain_runs)} runs"),
+            ("Ray Train, `num_workers: auto` (the train stage)", f"{n} worker x {cpus:g} CPUs",
+             statistics.fmean(r[0] for r in auto_runs), statistics.fmean(r[1] for r in auto_runs),
+             f"{len(auto_runs)} runs; against the plain runs on either side: "
+             + ", ".join(f"{x:.2f}" for x in ratios) + f" (median **{statistics.median(ratios):.2f}**)"),
+            ("plain PyTorch loop, 1 process", "1 thread", one_thread[0], one_thread[1],
+             "1 run, against the mean plain run"),
+            ("Ray Train (TorchTrainer, DDP)", "2 workers x 1 CPU", ddp[0], ddp[1],
+             f"1 run; against the plain run after it: {ddp[0] / last[0]:.2f}")]
     print(f"\n{describe()}; depth {cfg.model.depth}, {cfg.model.channels} channels, "
           f"{cfg.data.resolution}x{cfg.data.resolution}, batch {cfg.train.batch_size}, {args.epochs} epochs\n")
-    print("| path | set-up | images/s | × plain | wall time of the run |")
-    print("| --- | --- | ---: | ---: | ---: |")
-    for name, how, ips, wall in rows:
-        print(f"| {name} | {how} | {ips:.0f} | {ips / base:.2f} | {wall:.1f} s |")
+    print("| path | set-up | images/s | × plain (mean) | wall time of a run | runs, × the plain runs beside them |")
+    print("| --- | --- | ---: | ---: | ---: | --- |")
+    for name, how, ips, wall, note in rows:
+        print(f"| {name} | {how} | {ips:.0f} | {ips / base:.2f} | {wall:.1f} s | {note} |")
     if args.json:
-        Path(args.json).write_text(json.dumps([dict(zip(("path", "setup", "images_per_s", "wall_s"), r))
-                                               for r in rows], indent=2))
+        Path(args.json).write_text(json.dumps(
+            {"plain": plain_runs, "auto": auto_runs, "auto_vs_neighbours": ratios,
+             "one_thread": one_thread, "ddp2": ddp}, indent=2))
 
 
 if __name__ == "__main__":

@@ -112,6 +112,29 @@ def test_trial_continued_by_ray_train_is_the_uninterrupted_run(ray_runtime, tiny
     assert continued["opt_G"]["param_groups"][0]["lr"] == pytest.approx(cfg.train.lr_g / 3)
 
 
+def test_trial_in_a_reused_process_is_the_trial_in_a_new_one(ray_runtime, tiny_cfg, prepared,
+                                                               tmp_path):
+    """Trials one after another run in one process (Tune's reuse_actors), and a trial there
+    ends exactly where the same trial in a process of its own ends: nothing of the trial
+    before it leaks in (seeds, threads, the MLflow client, the monitor)."""
+    from ray import tune
+
+    from resgan.tuning import run_trials
+
+    cfg = replace(tiny_cfg, train={"epochs": 2}, ray={"storage_path": str(tmp_path / "ray")})
+    kw = dict(num_samples=1, epochs=2, scheduler=None, workers=1, max_concurrent=1, seed=0,
+              data_path=str(prepared / "train.npz"), fid_ref=_ref(prepared), use_gpu=False,
+              parent_run_id=None)
+    reused = {r.point["seed"]: r for r in
+              run_trials(cfg, {"seed": tune.grid_search([0, 1])}, name="reused", **kw)}
+    (fresh,) = run_trials(cfg, {"seed": tune.grid_search([1])}, name="fresh",
+                          reuse_actors=False, **kw)
+    assert all(r.status == "finished" for r in [*reused.values(), fresh])
+    assert reused[0].process == reused[1].process != fresh.process
+    assert reused[1].fid == fresh.fid  # bit for bit
+    assert reused[0].fid != reused[1].fid  # and the seed did change the trial
+
+
 def test_diverging_trial_fails_and_the_search_goes_on(ray_runtime, tiny_cfg, prepared,
                                                        mlflow_store, tmp_path):
     """Losses that turn NaN end a trial as failed; the next trial still runs."""

@@ -265,6 +265,7 @@ class TrialRow:
     status: str  # finished, stopped (by ASHA), failed
     checkpoint: str | None = None  # its last checkpoint: a local path or a URI
     run_id: str | None = None  # its nested MLflow run
+    process: str | None = None  # host:pid it trained in (trials one after another share one)
 
     def flat(self) -> dict[str, Any]:
         """One CSV row: the point's keys as columns."""
@@ -296,7 +297,7 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
                scheduler: Any, workers: int, max_concurrent: int, seed: int, data_path: str,
                fid_ref: FidRef, use_gpu: bool, parent_run_id: str | None, name: str,
                export_dir: str | None = None, restore: bool = False,
-               direct: bool | None = None) -> list[TrialRow]:
+               direct: bool | None = None, reuse_actors: bool | None = None) -> list[TrialRow]:
     """Run one Tune experiment of training trials over ``param_space``.
 
     Args:
@@ -312,6 +313,10 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
             ``<trial_id>.pt``.
         direct: train in the trial's own process (default: when ``workers`` is 1); False
             runs a TorchTrainer even for one worker (bench/overhead.py compares the two).
+        reuse_actors: run the next trial in the process of one that ended (default: for
+            trials that train in their own process): no new Python process, no imports of
+            torch, Ray and MLflow again, per trial. A TorchTrainer's trial process does
+            little, and its workers are started per trial anyway.
         restore: carry on the experiment ``name`` in Ray's storage when there is one
             (Tune's experiment restore: finished and failed trials are not run again,
             unfinished ones start again).
@@ -327,6 +332,7 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
     direct = workers == 1 if direct is None else direct
     if direct and workers != 1:
         raise ValueError("a trial trains in its own process with one worker only")
+    reuse_actors = direct if reuse_actors is None else reuse_actors
     # Trials run in their own working directories: hand them absolute paths.
     job = {"data_path": str(Path(data_path).resolve()), "fid_ref": vars(fid_ref.resolved()),
            "use_gpu": use_gpu, "storage": storage_path(cfg.ray.storage_path), "name": name,
@@ -349,7 +355,7 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
             param_space=param_space,
             tune_config=tune.TuneConfig(
                 metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=num_samples,
-                search_alg=BasicVariantGenerator(max_concurrent=concurrent, random_state=seed)),
+                reuse_actors=reuse_actors, search_alg=BasicVariantGenerator(max_concurrent=concurrent, random_state=seed)),
             run_config=tune.RunConfig(name=name, storage_path=storage_path(cfg.ray.storage_path),
                                       verbose=1, callbacks=[WaitBounds(name),
                                                                   TrialProgress(num_samples * grid_points)]),
@@ -377,7 +383,8 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
             trial_id=_trial_id(res), point=point,
             fid=fids[-1] if fids else math.nan, best_fid=min(fids) if fids else math.nan,
             epochs=done, images_per_s=sum(speeds) / len(speeds) if speeds else math.nan,
-            status=status, checkpoint=_uri(res.checkpoint)))
+            status=status, checkpoint=_uri(res.checkpoint),
+            process=f"{res.metrics['hostname']}:{res.metrics['pid']}" if res.metrics else None))
     runs = _close_trial_runs(cfg.tracking.experiment, parent_run_id, rows)
     for r in rows:
         r.run_id = runs.get(r.trial_id)
