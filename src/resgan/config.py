@@ -85,7 +85,7 @@ class TuneConfig(_Section):
     """The search over the keys set to "tune" (model.depth, model.residual, train.loss,
     train.lr_g, train.lr_d); each key's choices or range below apply only while it is."""
 
-    num_samples: int = Field(6, ge=1, le=10_000)  # trials
+    num_samples: int = Field(12, ge=1, le=10_000)  # trials
     depth_choices: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
     residual_choices: list[bool] = Field(default_factory=lambda: [True, False], min_length=1)
     loss_choices: list[Loss] = Field(default_factory=lambda: ["bce", "hinge"], min_length=1)
