@@ -331,20 +331,27 @@ def test_killed_tune_stage_restores_the_experiment(repo):
     work, env = repo
     _set_param(repo, "tune", "num_samples", 3)
     _set_param(repo, "tune", "max_concurrent", 1)
+    # every trial runs 4 epochs (no ASHA stop at the first rung): the search must still be
+    # running when the first trial has finished (trials after the first reuse its process
+    # and take a second or two; the kill must land before the search completes)
+    _set_param(repo, "tune", "epochs", 4)
+    _set_param(repo, "tune", "grace_period", 4)
     env = {**env, "TUNE_GLOBAL_CHECKPOINT_S": "0"}  # Tune saves its state on every step
     before = set((work / ".ray_results").glob("tune-*"))
     proc = subprocess.Popen(["dvc", "repro", "tune"], cwd=work, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     try:
-        while True:  # the second trial started (one at a time): the first one has finished
-            trials = [d for d in (work / ".ray_results").glob("tune-*/_trial_*_0000*")
-                      if d.is_dir() and d.parent not in before]
-            if len(trials) >= 2:
-                break
+        while True:  # Tune's saved state has the first trial as finished
+            states = [f for f in (work / ".ray_results").glob("tune-*/experiment_state-*.json")
+                      if f.parent not in before]
+            try:
+                if any("TERMINATED" in f.read_text() for f in states):
+                    break
+            except OSError:  # being replaced as we read it
+                pass
             assert time.time() < deadline and proc.poll() is None, "no trial finished"
-            time.sleep(0.2)
-        time.sleep(2)
+            time.sleep(0.1)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
