@@ -355,7 +355,8 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
             param_space=param_space,
             tune_config=tune.TuneConfig(
                 metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=num_samples,
-                reuse_actors=reuse_actors, search_alg=BasicVariantGenerator(max_concurrent=concurrent, random_state=seed)),
+                reuse_actors=reuse_actors,
+                search_alg=BasicVariantGenerator(max_concurrent=concurrent, random_state=seed)),
             run_config=tune.RunConfig(name=name, storage_path=storage_path(cfg.ray.storage_path),
                                       verbose=1, callbacks=[WaitBounds(name),
                                                                   TrialProgress(num_samples * grid_points)]),
