@@ -87,7 +87,8 @@ def main() -> str:
     args = ap.parse_args()
     if args.render:
         res = json.loads(Path(args.render).read_text())
-        paths = write_report(args.out, [Cell(**c) for c in res["cells"]], res["settings"])
+        paths = write_report(args.out, [Cell(**c) for c in res["cells"]], res["settings"],
+                             res.get("config"))
         return f"report re-written from {args.render}: {paths['md']}"
     cfg = read_params(args.params)
     a, e = cfg.ablation, cfg.eval
@@ -179,7 +180,7 @@ def main() -> str:
         settings["cells"] = (f"{len(cells)} trained by this run, {len(kept)} kept from {args.merge} "
                              f"(the same settings above; its machine and wall time may differ)")
         cells = kept + cells
-    paths = write_report(args.out, cells, settings)
+    paths = write_report(args.out, cells, settings, cfg.model_dump(mode="json"))
     for p in paths.values():
         c.log_artifact(parent, str(p), artifact_path="ablation")
     for s in summarise(cells):

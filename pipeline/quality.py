@@ -1,13 +1,19 @@
-"""quality: the champion against the real-data floor and the best plain network.
+"""quality: the champion against the real-data floor and two contenders from the ablation.
 
-Trains the best plain (no-shortcut) depth of the ablation (docs/ablation.json) with the
-champion's own configuration (the tuned learning rates, the same epochs, batch size and
-workers, hence the same images seen) through the pipeline's Ray Train loop, then scores
-both generators with the evaluate stage's extractor at the floor's sample count (FID is
-biased by the count) and at eval.num_samples. Writes quality.md and sample grids of the
-champion, the plain network and real images to --out; logs them to an MLflow run.
+Trains, through the pipeline's Ray Train loop and for the champion's images seen (its
+epochs and batch size):
 
-Needs `make run` (the champion in outputs/train) and `make ablation` (the plain depth).
+- plain: the best plain (no-shortcut) depth of the ablation (docs/ablation.json) with the
+  champion's own configuration (the tuned learning rates): shortcuts against none;
+- ablation-best: the ablation's best cell (depth, shortcuts, augment policy) with the
+  configuration the ablation trained it with: the search's pick against the ablation's.
+
+Then scores the champion and both with the evaluate stage's extractor at the floor's sample
+count (FID is biased by the count) and at eval.num_samples. Writes quality.md and sample
+grids of each network and of real images to --out; logs each contender's scores to its
+MLflow run.
+
+Needs `make run` (the champion in outputs/train) and `make ablation` (its cells).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ def main() -> str:
     import torch
     from torchvision.utils import save_image
 
-    from resgan.ablation import best_plain
+    from resgan.ablation import best_cell, best_plain
     from resgan.data import load_split
     from resgan.machine import describe
     from resgan.metrics.scoring import Scorer
@@ -53,48 +59,80 @@ def main() -> str:
 
     champ_state = ckpt_io.load(f"{args.trained}/generator.pt")
     champ_cfg = load_config(champ_state["config"], "champion config")
-    depth = best_plain(args.ablation)
-    plain_cfg = replace(champ_cfg, model={"depth": depth, "residual": False})
-    t = plain_cfg.train
-    init_ray()
-    use_gpu = resolve_use_gpu(t.use_gpu)
-    workers, cpus = resolve_workers(t.num_workers, use_gpu)
-    run_id = tracking.start_run(cfg.tracking.experiment, "quality-plain",
-                                params=plain_cfg.model_dump(mode="json"),
-                                tags={"resgan.stage": "quality"})
-    say(f"quality: training the plain network, depth {depth}, with the champion's config "
-        f"({t.epochs} epochs, lr_g {t.lr_g:.2e}, lr_d {t.lr_d:.2e}); MLflow run {run_id}")
-    trainer = make_trainer(
-        plain_cfg, data_path=f"{args.prepared}/train.npz", fid_ref=monitor_ref(args.prepared, e),
-        name=f"quality-{time.strftime('%Y%m%d-%H%M%S')}", storage=cfg.ray.storage_path,
-        num_workers=workers, cpus_per_worker=cpus, use_gpu=use_gpu, run_id=run_id,
-        tracking_uri=tracking.tracking_uri())
-    follow_epochs(t.epochs)
-    plain_state, seconds = fit_tracked(trainer, run_id)
-    ckpt_io.export_generator(plain_state, Path(args.generators) / "plain.pt")
-
+    ablation = read_json(args.ablation)
+    if "config" not in ablation:
+        raise SystemExit(f"error: {args.ablation} does not record the configuration its cells "
+                         f"started from (written by an older `make ablation`): run it again")
     prep = read_json(f"{args.prepared}/metrics.json")
+    per_epoch = prep["stats_samples"] // champ_cfg.train.batch_size * champ_cfg.train.batch_size
+    images = per_epoch * champ_cfg.train.epochs  # what the champion saw
+    # The contenders, each trained for the champion's images seen: the best plain depth of
+    # the ablation with the champion's own configuration (does the residual champion beat
+    # the same search's plain network?), and the ablation's best cell as the ablation
+    # trained it (would the ablation's pick, trained as long, beat the search's?).
+    depth = best_plain(args.ablation)
+    cell = best_cell(args.ablation)
+    cell_cfg = load_config(ablation["config"], f"{args.ablation} config")
+    contenders = {
+        "plain": (replace(champ_cfg, model={"depth": depth, "residual": False}),
+                  f"the best plain depth of the ablation ({depth}) with the champion's configuration"),
+        "ablation-best": (replace(cell_cfg, model={"depth": cell.depth, "residual": cell.residual},
+                                  train={"augment": cell.augment, "epochs": champ_cfg.train.epochs,
+                                         "batch_size": champ_cfg.train.batch_size,
+                                         "num_workers": champ_cfg.train.num_workers}),
+                          f"the ablation's best cell (depth {cell.depth}, "
+                          f"{'residual' if cell.residual else 'plain'}, augment {cell.augment}, "
+                          f"FID {cell.fid_mean:.2f} after its {ablation['settings']['images seen per network']} "
+                          f"images) with the ablation's configuration"),
+    }
+    init_ray()
+    states, notes, run_ids = {"champion": champ_state}, [], {}
+    for label, (c_cfg, what) in contenders.items():
+        t = c_cfg.train
+        use_gpu = resolve_use_gpu(t.use_gpu)
+        workers, cpus = resolve_workers(t.num_workers, use_gpu)
+        run_ids[label] = run_id = tracking.start_run(
+            cfg.tracking.experiment, f"quality-{label}", params=c_cfg.model_dump(mode="json"),
+            tags={"resgan.stage": "quality"})
+        say(f"quality: training {what}: {t.epochs} epochs, loss {t.loss}, lr_g {t.lr_g:.2e}, "
+            f"lr_d {t.lr_d:.2e}; MLflow run {run_id}")
+        trainer = make_trainer(
+            c_cfg, data_path=f"{args.prepared}/train.npz", fid_ref=monitor_ref(args.prepared, e),
+            name=f"quality-{label}-{time.strftime('%Y%m%d-%H%M%S')}", storage=cfg.ray.storage_path,
+            num_workers=workers, cpus_per_worker=cpus, use_gpu=use_gpu, run_id=run_id,
+            tracking_uri=tracking.tracking_uri())
+        follow_epochs(t.epochs)
+        states[label], seconds = fit_tracked(trainer, run_id)
+        tracking.end_run(run_id)  # its scores are logged to it below
+        ckpt_io.export_generator(states[label], Path(args.generators) / f"{label}.pt")
+        notes.append(f"- {label}: {what} (loss {t.loss}, lr_g {t.lr_g:.2e}, lr_d {t.lr_d:.2e}, "
+                     f"{t.epochs} epochs, batch {t.batch_size}, seed {t.seed}, {workers} Ray Train "
+                     f"worker(s) x {cpus:g} CPU(s)), trained in {seconds / 60:.1f} min")
+
     n_floor = prep["floor_samples"]
     scorer = Scorer.from_eval(args.prepared, e)  # as the evaluate stage scores
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for label, state in (("champion", champ_state), ("plain", plain_state)):
+    for label, state in states.items():
         G = ckpt_io.generator_from(state)
         c = load_config(state["config"], label)
         fid_floor_n = scorer.with_samples(n_floor).score(G, fid_only=True).fid
         fid_n = scorer.score(G, fid_only=True).fid
-        images = prep["stats_samples"] // c.train.batch_size * c.train.batch_size * c.train.epochs
+        seen = prep["stats_samples"] // c.train.batch_size * c.train.batch_size * c.train.epochs
         rows.append({"model": label, "depth": c.model.depth, "residual": c.model.residual,
-                     "images": images, "fid_floor_n": fid_floor_n, "fid_n": fid_n,
+                     "lr": f"{c.train.lr_g:.2e} / {c.train.lr_d:.2e}",
+                     "images": seen, "fid_floor_n": fid_floor_n, "fid_n": fid_n,
                      "ratio": fid_floor_n / prep["fid_floor"]})
         save_image(sample(G, 64, seed=e.seed), out / f"samples-{label}.png", nrow=8,
                    normalize=True, value_range=(-1, 1))
+    assert all(r["images"] == images for r in rows), rows
     x, _ = load_split(f"{args.prepared}/test.npz")
     save_image(x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:64]],
                out / "samples-real.png", nrow=8, normalize=True, value_range=(-1, 1))
 
-    champ, plain = rows
+    by = {r["model"]: r for r in rows}
+    champ = by["champion"]
     lines = [
         "# Quality on the default data",
         "",
@@ -103,33 +141,34 @@ def main() -> str:
         f"- machine: {describe()}",
         f"- data: {cfg.data.dataset} at {cfg.data.resolution}px, {prep['stats_samples']} training "
         f"and {n_floor} held-out images",
-        f"- FID: {e.features} features against the training split's statistics; at "
-        f"{n_floor} samples (the held-out count, so that the floor and the models are compared "
-        f"at the same sample count) and at {e.num_samples} samples",
-        f"- the plain network: the best plain depth of the ablation ({depth}), trained with the "
-        f"champion's configuration (loss {t.loss}, lr_g {t.lr_g:.2e}, lr_d {t.lr_d:.2e}, "
-        f"{t.epochs} epochs, batch {t.batch_size}, {workers} Ray Train worker(s) x {cpus:g} CPU(s)) in "
-        f"{seconds / 60:.1f} min",
+        f"- FID: {e.features} features against the training split's statistics, G_ema, sample "
+        f"seed {e.seed}; at {n_floor} samples (the held-out count, so that the floor and the "
+        f"models are compared at the same sample count) and at {e.num_samples} samples",
+        f"- every network saw the champion's {images:,} images",
+        *notes,
         "",
-        f"| | depth | shortcuts | images seen | FID @ {n_floor} | × floor | FID @ {e.num_samples} |",
-        "| :--- | ---: | :--- | ---: | ---: | ---: | ---: |",
-        f"| real held-out images (the floor) | | | | {prep['fid_floor']:.2f} | 1.0 | |",
+        f"| | depth | shortcuts | lr_g / lr_d | images seen | FID @ {n_floor} | × floor | FID @ {e.num_samples} |",
+        "| :--- | ---: | :--- | ---: | ---: | ---: | ---: | ---: |",
+        f"| real held-out images (the floor) | | | | | {prep['fid_floor']:.2f} | 1.0 | |",
     ]
     for r in rows:
         lines.append(f"| {r['model']} | {r['depth']} | {'residual' if r['residual'] else 'plain'} | "
-                     f"{r['images']:,} | {r['fid_floor_n']:.2f} | {r['ratio']:.1f} | {r['fid_n']:.2f} |")
-    lines += ["", f"Champion / floor at equal sample count: **{champ['ratio']:.1f}**; "
-              f"plain / champion: **{plain['fid_floor_n'] / champ['fid_floor_n']:.2f}**.", "",
-              "| real held-out images | champion | best plain network |", "| :---: | :---: | :---: |",
+                     f"{r['lr']} | {r['images']:,} | {r['fid_floor_n']:.2f} | {r['ratio']:.2f} | "
+                     f"{r['fid_n']:.2f} |")
+    lines += ["", f"Champion / floor at equal sample count: **{champ['ratio']:.2f}**; "
+              + "; ".join(f"{k} / champion: **{by[k]['fid_floor_n'] / champ['fid_floor_n']:.2f}**"
+                          for k in contenders) + " (above 1: the champion is better).", "",
+              "| real held-out images | champion | " + " | ".join(contenders) + " |",
+              "| :---: | :---: | " + " | ".join(":---:" for _ in contenders) + " |",
               "| ![real](samples-real.png) | ![champion](samples-champion.png) | "
-              "![plain](samples-plain.png) |", ""]
+              + " | ".join(f"![{k}](samples-{k}.png)" for k in contenders) + " |", ""]
     (out / "quality.md").write_text("\n".join(lines))
     c = tracking.client()
-    c.log_metric(run_id, fid_name(e.features, n_floor), plain["fid_floor_n"])
-    c.log_metric(run_id, fid_name(e.features, e.num_samples), plain["fid_n"])
-    for f in ("quality.md", "samples-champion.png", "samples-plain.png", "samples-real.png"):
-        c.log_artifact(run_id, str(out / f), artifact_path="quality")
-    tracking.end_run(run_id)
+    for label, run_id in run_ids.items():
+        c.log_metric(run_id, fid_name(e.features, n_floor), by[label]["fid_floor_n"])
+        c.log_metric(run_id, fid_name(e.features, e.num_samples), by[label]["fid_n"])
+        for f in ("quality.md", "samples-champion.png", f"samples-{label}.png", "samples-real.png"):
+            c.log_artifact(run_id, str(out / f), artifact_path="quality")
     return f"report {out / 'quality.md'}\n" + "\n".join(
         ln for ln in lines if ln.startswith("|") and "![" not in ln)
 

@@ -267,7 +267,12 @@ def test_ablation_and_quality_reports(repo):
     plain_depth = min((s for s in res["summary"] if not s["residual"]),
                       key=lambda s: s["fid_mean"])["depth"]
     assert f"| plain | {plain_depth} | plain |" in q and "| champion |" in q
-    for name in ("champion", "plain", "real"):
+    best = min(res["summary"], key=lambda s: s["fid_mean"])  # trained as the ablation did
+    assert f"| ablation-best | {best['depth']} | {'residual' if best['residual'] else 'plain'} |" in q
+    assert res["config"]["train"]["epochs"] != res["config"]["ablation"]["epochs"]
+    seen = {ln.split(" | ")[4] for ln in q.splitlines() if ln.startswith(("| champion", "| plain", "| abl"))}
+    assert len(seen) == 1, q  # the champion's images seen, all three
+    for name in ("champion", "plain", "ablation-best", "real"):
         assert (docs / f"samples-{name}.png").read_bytes()[:4] == b"\x89PNG"
     prep = json.loads((repo[0] / "outputs/prepare/metrics.json").read_text())
     assert f"| {prep['fid_floor']:.2f} | 1.0 |" in q

@@ -268,7 +268,8 @@ def test_trial_whose_workers_waited_in_vain_ends_the_search(ray_runtime, tmp_pat
 
 def test_stage_ray_is_found_by_its_own_address_beside_another(ray_runtime):
     """Two Ray instances on one machine (this test's and the stage's): a nested actor of the
-    stage's job uses the state API without an address and gets its own cluster."""
+    stage's job uses the state API without an address and gets its own cluster; the stage's
+    workers run at the stage's niceness."""
     import os
     import subprocess
     import sys
@@ -283,20 +284,25 @@ class Probe:
     def look(self):
         import os
         from ray.util.state import list_actors
-        return os.environ["RAY_ADDRESS"], len(list_actors())
+        return os.environ["RAY_ADDRESS"], len(list_actors()), os.nice(0)
 
 @ray.remote(num_cpus=0, runtime_env={"env_vars": {"X": "1"}})  # as Ray Train's controller
 class Parent:
     def probe(self):
         return ray.get(Probe.options(lifetime="detached").remote().look.remote())
 
-print("RESULT", ray.get_runtime_context().gcs_address, *ray.get(Parent.remote().probe.remote()))
+import os
+print("RESULT", ray.get_runtime_context().gcs_address, *ray.get(Parent.remote().probe.remote()),
+      os.nice(0))
 """
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_worker_niceness")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT"))
-    _, own, seen, actors = line.split()
+    _, own, seen, actors, worker_nice, stage_nice = line.split()
     assert seen == own != ray.get_runtime_context().gcs_address
     assert int(actors) == 2  # the stage's Parent and Probe, none of this test's
+    # The stage's workers run at the stage's own niceness, not at Ray's default of 15 below
+    # every other process of the machine.
+    assert int(worker_nice) == int(stage_nice)

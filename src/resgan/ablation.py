@@ -135,13 +135,16 @@ def augment_comparison(cells: list[Cell]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_report(out: str | Path, cells: list[Cell], settings: dict[str, Any]) -> dict[str, Path]:
+def write_report(out: str | Path, cells: list[Cell], settings: dict[str, Any],
+                 config: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write ablation.md (table), ablation.png (FID against depth) and ablation.json.
 
     Args:
         out: the report folder (docs/ by default).
         cells: every trained network.
         settings: what was held fixed and how it ran (printed in the report as given).
+        config: the configuration every cell started from (ablation.json only), so that a
+            cell can be trained again as the ablation trained it (``make quality``).
     Returns:
         The paths written, by kind (md, png, json).
     """
@@ -212,7 +215,8 @@ def write_report(out: str | Path, cells: list[Cell], settings: dict[str, Any]) -
     paths["json"].write_text(json.dumps(
         {"settings": settings, "cells": [asdict(c) for c in cells],
          "summary": [asdict(s) for s in summaries], "comparison": comp,
-         **({"augment_comparison": aug_comp} if aug else {})},
+         **({"augment_comparison": aug_comp} if aug else {}),
+         **({"config": config} if config is not None else {})},
         indent=2, sort_keys=True, default=float) + "\n")
     _plot(paths["png"], cells, summaries, fid_key)
     return paths
@@ -255,6 +259,15 @@ def _plot(path: Path, cells: list[Cell], summaries: list[Summary], fid_key: str)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def best_cell(path: str | Path) -> Summary:
+    """The cell (depth, shortcuts, augment policy) with the lowest mean FID in ablation.json."""
+    rows = [Summary(**s) for s in json.loads(Path(path).read_text())["summary"]
+            if s["fid_mean"] is not None and math.isfinite(s["fid_mean"])]
+    if not rows:
+        raise ValueError(f"{path}: no cell finished")
+    return min(rows, key=lambda s: s.fid_mean)
 
 
 def best_plain(path: str | Path, augment: str = "none") -> int:

@@ -40,6 +40,7 @@ from resgan.training.loop import fit
 
 WORKER_WAIT_ENV = "RESGAN_WORKER_WAIT_S"
 TRIAL_WAIT_ENV = "RESGAN_TRIAL_WAIT_S"
+WORKER_NICENESS_ENV = "RAY_worker_niceness"  # Ray's own setting, read by the raylet
 DEFAULT_WAIT_S = 600.0
 
 
@@ -195,6 +196,12 @@ def init_ray() -> None:
     address = f"{ray.util.get_node_ip_address()}:{port}"
     os.environ["RAY_ADDRESS"] = address
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    # Ray starts its workers at niceness 15 (RayConfig worker_niceness), below every other
+    # process of the machine, Ray's own daemons and the stage's driver included: on a
+    # 2-core machine each of their wake-ups then takes a core from the training worker
+    # (measured in bench/throughput.py). Workers of the local Ray run at the niceness of
+    # the stage that started it; a cluster's own `ray start` decides for its nodes.
+    os.environ.setdefault(WORKER_NICENESS_ENV, "0")
     try:
         ray.init(address="local", **opts)
     except BaseException:
