@@ -5,9 +5,10 @@ The same model (params.yaml's, with the values tune chose for its "tune" keys), 
 this process (torch's default threads) alternating ``--rounds`` times with Ray Train as the
 train stage runs it with `train.num_workers: auto` (here one worker with every CPU), each
 Ray run compared with the plain runs on either side of it (the CPUs of a shared machine
-change speed within minutes); then the plain loop on one thread and Ray Train with 2 one-CPU
-workers (DDP). Images/s are the per-epoch figures the loop measures itself (start-up
-excluded), mean over epochs 2..N.
+change speed within minutes); then one Ray run with Ray's default worker niceness (15; the
+local Ray of init_ray runs its workers at this process's niceness), the plain loop on one
+thread and Ray Train with 2 one-CPU workers (DDP). Images/s are the per-epoch figures the
+loop measures itself (start-up excluded), mean over epochs 2..N.
 Run after `make run`:  .venv/bin/python bench/throughput.py [--epochs 6] [--rounds 3]
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -66,7 +68,7 @@ def main() -> None:
     default_threads = torch.get_num_threads()
     import ray
 
-    from resgan.training.ray_train import init_ray, resolve_workers
+    from resgan.training.ray_train import WORKER_NICENESS_ENV, init_ray, resolve_workers
 
     storage = str(Path(".ray_results").resolve())
     # These CPUs change speed from minute to minute: the plain loop and the train stage's
@@ -82,6 +84,16 @@ def main() -> None:
         plain_runs.append(plain(cfg, data, default_threads))
     ratios = [a[0] / statistics.fmean([plain_runs[i][0], plain_runs[i + 1][0]])
               for i, a in enumerate(auto_runs)]
+    # The same run with Ray's default worker niceness (15; init_ray starts the local Ray's
+    # workers at this process's niceness), against the plain runs on either side of it.
+    os.environ[WORKER_NICENESS_ENV] = "15"
+    init_ray()
+    niced = ray_train(cfg, data, "auto", storage)
+    ray.shutdown()
+    os.environ.pop(WORKER_NICENESS_ENV)
+    after_niced = plain(cfg, data, default_threads)
+    niced_ratio = niced[0] / statistics.fmean([plain_runs[-1][0], after_niced[0]])
+    plain_runs.append(after_niced)
     one_thread = plain(cfg, data, 1)
     torch.set_num_threads(default_threads)
     init_ray()
@@ -95,6 +107,9 @@ def main() -> None:
              statistics.fmean(r[0] for r in auto_runs), statistics.fmean(r[1] for r in auto_runs),
              f"{len(auto_runs)} runs; against the plain runs on either side: "
              + ", ".join(f"{x:.2f}" for x in ratios) + f" (median **{statistics.median(ratios):.2f}**)"),
+            ("Ray Train, `num_workers: auto`, Ray's default worker niceness (15)",
+             f"{n} worker x {cpus:g} CPUs", niced[0], niced[1],
+             f"1 run; against the plain runs on either side: {niced_ratio:.2f}"),
             ("plain PyTorch loop, 1 process", "1 thread", one_thread[0], one_thread[1],
              "1 run, against the mean plain run"),
             ("Ray Train (TorchTrainer, DDP)", "2 workers x 1 CPU", ddp[0], ddp[1],
@@ -108,6 +123,7 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"plain": plain_runs, "auto": auto_runs, "auto_vs_neighbours": ratios,
+             "niceness_15": niced, "niceness_15_vs_neighbours": niced_ratio,
              "one_thread": one_thread, "ddp2": ddp}, indent=2))
 
 

@@ -31,9 +31,10 @@ STAGE = textwrap.dedent("""
         warnings.warn_explicit("a library's warning", UserWarning, "site-packages/lib/x.py", 1)
         warnings.warn_explicit("resgan's own warning", UserWarning, "src/resgan/x.py", 1)
         console.say("demo: a note for the person")
-        console.follow_epochs(3)
-        for e in (1, 2, 3):
-            print("(RayTrainWorker pid=1) " + console.epoch_line(e, 3, {"loss_d": 0.5, "fid": 12.5 - e}))
+        for _ in range(2 if mode == "twice" else 1):  # e.g. make quality trains two networks
+            console.follow_epochs(3)
+            for e in (1, 2, 3):
+                print("(RayTrainWorker pid=1) " + console.epoch_line(e, 3, {"loss_d": 0.5, "fid": 12.5 - e}))
         if mode == "crash":
             raise RuntimeError("something broke")
         return "headline 42"
@@ -79,6 +80,14 @@ def test_terminal_gets_start_notes_bar_and_headline_and_the_log_gets_everything(
                  "epoch 3/3: loss_d=0.5 fid=9.5", "demo: started", "demo: done in"):
         assert kept in log, kept
     assert len(set(_lines(log))) == len(_lines(log))  # no line twice
+
+
+def test_a_second_training_gets_a_bar_of_its_own_below_the_first(tmp_path):
+    out = _run_stage(tmp_path, DEMO_FAIL="twice")
+    assert out.returncode == 0, out.stderr
+    bars = [ln for ln in _lines(out.stdout) + _lines(out.stderr) if ln.startswith("epochs:")]
+    assert len(bars) == 2 and all("3/3" in b for b in bars), bars
+    assert "\x1b[A" not in out.stdout + out.stderr  # the first bar was closed, not stacked
 
 
 def test_verbose_prints_everything_and_writes_no_log(tmp_path):

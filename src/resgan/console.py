@@ -186,6 +186,9 @@ class Console:
         """Drive a bar from the training loop's epoch lines (printed by rank 0, wherever it
         runs: Ray forwards them to this process's stdout)."""
         if self.log_path is not None:
+            if self._epochs is not None:  # the previous training's bar ends here
+                self._epochs.close()
+                self._bars.remove(self._epochs)
             self._epochs = self.bar(total, desc, "epoch", initial)
 
     def saw(self, line: str) -> None:
