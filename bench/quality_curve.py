@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--n-dis", type=int, default=1)
     ap.add_argument("--augment", default="none")
     ap.add_argument("--decay", choices=["none", "linear"], default="none")
+    ap.add_argument("--seed", type=int, default=0, help="train.seed (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     ap.add_argument("--prepared", default="outputs/prepare")
     ap.add_argument("--out", required=True, help="JSON: the settings and one row per epoch")
@@ -44,7 +45,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     cfg = replace(read_params(), model={"depth": a.depth, "residual": a.residual == "true"},
                   train={"loss": a.loss, "lr_g": a.lr_g, "lr_d": a.lr_d, "epochs": a.epochs,
-                         "n_dis": a.n_dis, "augment": a.augment, "lr_decay": a.decay,
+                         "n_dis": a.n_dis, "augment": a.augment, "lr_decay": a.decay, "seed": a.seed,
                          "fid_samples": 360, "checkpoint_every": a.epochs, "num_workers": 1})
     floor = read_json(f"{a.prepared}/metrics.json")["fid_floor"]
     rows: list[dict] = []
