@@ -99,7 +99,7 @@ def main() -> str:
                               f"in {args.params}")
         cfg = cfg.with_tuned(read_json(args.best), args.best, keys=tuned)
     if not Path(f"{args.prepared}/train.npz").exists():
-        raise SystemExit(f"error: {args.prepared}/train.npz not found: run `dvc repro prepare` first")
+        raise ConfigError(f"{args.prepared}/train.npz not found: run `dvc repro prepare` first")
     comparable = _comparable_settings(cfg, read_json(f"{args.prepared}/metrics.json"))
     earlier = _earlier_cells(args.merge, comparable) if args.merge else []
     from ray import tune  # after validation: imports Ray

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from resgan.stage import PARAMS, monitor_ref, read_json, read_params, run
 from resgan import tracking
-from resgan.config import load_config, replace
+from resgan.config import ConfigError, load_config, replace
 from resgan.console import follow_epochs, say
 from resgan.metrics.scoring import fid_name
 
@@ -44,7 +44,7 @@ def main() -> str:
     e = cfg.eval
     for need, how in ((f"{args.trained}/generator.pt", "make run"), (args.ablation, "make ablation")):
         if not Path(need).exists():
-            raise SystemExit(f"error: {need} not found: run `{how}` first")
+            raise ConfigError(f"{need} not found: run `{how}` first")
     import torch
     from torchvision.utils import save_image
 
@@ -61,8 +61,13 @@ def main() -> str:
     champ_cfg = load_config(champ_state["config"], "champion config")
     ablation = read_json(args.ablation)
     if "config" not in ablation:
-        raise SystemExit(f"error: {args.ablation} does not record the configuration its cells "
+        raise ConfigError(f"{args.ablation} does not record the configuration its cells "
                          f"started from (written by an older `make ablation`): run it again")
+    for key in ("dataset", "resolution"):  # its cells must have seen the champion's data
+        theirs, ours = ablation["config"]["data"][key], getattr(champ_cfg.data, key)
+        if theirs != ours:
+            raise ConfigError(f"{args.ablation} was trained with data.{key} {theirs}, the "
+                             f"champion with {ours}: run `make ablation` on this data first")
     prep = read_json(f"{args.prepared}/metrics.json")
     per_epoch = prep["stats_samples"] // champ_cfg.train.batch_size * champ_cfg.train.batch_size
     images = per_epoch * champ_cfg.train.epochs  # what the champion saw

@@ -188,3 +188,20 @@ def test_trial_bar_outside_and_inside_a_stage(tmp_path, monkeypatch, in_stage):
         con.out.close()
         shown = (tmp_path / "terminal.txt").read_text().rsplit("\r", 1)[-1]
         assert "tune: 100%" in shown and "3/3 trials" in shown and "best FID 12.5" in shown
+
+
+@pytest.mark.parametrize("script", ["quality", "ablation"])
+def test_a_report_scripts_missing_input_is_one_line_on_the_terminal(tmp_path, script):
+    """A missing input of `make quality` / `make ablation` names what to run first, on the
+    terminal (not only in the stage's log), before any work."""
+    import shutil
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
+    e = {k: v for k, v in os.environ.items() if k != "RESGAN_VERBOSE"}
+    out = subprocess.run([sys.executable, str(repo / "pipeline" / f"{script}.py")], cwd=tmp_path,
+                         env=e, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "`make run`" in errors[0], out.stderr  # what to run first
