@@ -198,9 +198,10 @@ def init_ray() -> None:
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
     # Ray starts its workers at niceness 15 (RayConfig worker_niceness), below every other
     # process of the machine, Ray's own daemons and the stage's driver included: on a
-    # 2-core machine each of their wake-ups then takes a core from the training worker
-    # (measured in bench/throughput.py). Workers of the local Ray run at the niceness of
-    # the stage that started it; a cluster's own `ray start` decides for its nodes.
+    # 2-core machine each of their wake-ups takes a core from the training worker first
+    # (bench/throughput.py runs both; the difference was within its noise here). Workers
+    # of the local Ray run at the niceness of the stage that started them; a cluster's own
+    # `ray start` decides for its nodes.
     os.environ.setdefault(WORKER_NICENESS_ENV, "0")
     try:
         ray.init(address="local", **opts)
