@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from resgan.config import replace
+from resgan.data import images_per_epoch
 from resgan.machine import describe
 from resgan.stage import monitor_ref, read_json, read_params
 
@@ -54,7 +55,8 @@ def main() -> None:
     e = args.epochs
     cfg = replace(cfg, train={"epochs": e, "checkpoint_every": e, "sample_every": e, "num_workers": 1})
     data = f"{args.prepared}/train.npz"
-    per_epoch = read_json(f"{args.prepared}/metrics.json")["stats_samples"] // cfg.train.batch_size * cfg.train.batch_size
+    per_epoch = images_per_epoch(read_json(f"{args.prepared}/metrics.json")["stats_samples"],
+                                 cfg.train.batch_size)
     ref = monitor_ref(args.prepared, cfg.eval)
     store = tempfile.TemporaryDirectory(prefix="bench-overhead-mlflow-")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store.name}/mlflow.db"

@@ -26,6 +26,7 @@ from resgan.stage import PARAMS, monitor_ref, read_json, read_params, run
 from resgan import tracking
 from resgan.ablation import Cell, summarise, write_report
 from resgan.config import ConfigError, replace
+from resgan.data import images_per_epoch
 from resgan.console import say
 from resgan.metrics.scoring import fid_name
 
@@ -38,7 +39,7 @@ def _slug(policy: str) -> str:
 def _comparable_settings(cfg, prep: dict) -> dict[str, str]:
     """The report's settings that two runs must share for their cells to be compared."""
     t, e, a = cfg.train, cfg.eval, cfg.ablation
-    images = prep["stats_samples"] // t.batch_size * t.batch_size * a.epochs
+    images = images_per_epoch(prep["stats_samples"], t.batch_size) * a.epochs
     return {
         "data": f"{cfg.data.dataset} at {cfg.data.resolution}px, {prep['stats_samples']} "
                 f"training images (split seed {cfg.data.seed})",

@@ -49,7 +49,7 @@ def main() -> str:
     from torchvision.utils import save_image
 
     from resgan.ablation import best_cell, best_plain
-    from resgan.data import load_split
+    from resgan.data import images_per_epoch, load_split
     from resgan.machine import describe
     from resgan.metrics.scoring import Scorer
     from resgan.nets import sample
@@ -69,8 +69,10 @@ def main() -> str:
             raise ConfigError(f"{args.ablation} was trained with data.{key} {theirs}, the "
                              f"champion with {ours}: run `make ablation` on this data first")
     prep = read_json(f"{args.prepared}/metrics.json")
-    per_epoch = prep["stats_samples"] // champ_cfg.train.batch_size * champ_cfg.train.batch_size
-    images = per_epoch * champ_cfg.train.epochs  # what the champion saw
+    def images_seen(c) -> int:
+        return images_per_epoch(prep["stats_samples"], c.train.batch_size) * c.train.epochs
+
+    images = images_seen(champ_cfg)  # what the champion saw
     # The contenders, each trained for the champion's images seen: the best plain depth of
     # the ablation with the champion's own configuration (does the residual champion beat
     # the same search's plain network?), and the ablation's best cell as the ablation
@@ -124,10 +126,9 @@ def main() -> str:
         c = load_config(state["config"], label)
         fid_floor_n = scorer.with_samples(n_floor).score(G, fid_only=True).fid
         fid_n = scorer.score(G, fid_only=True).fid
-        seen = prep["stats_samples"] // c.train.batch_size * c.train.batch_size * c.train.epochs
         rows.append({"model": label, "depth": c.model.depth, "residual": c.model.residual,
                      "lr": f"{c.train.lr_g:.2e} / {c.train.lr_d:.2e}",
-                     "images": seen, "fid_floor_n": fid_floor_n, "fid_n": fid_n,
+                     "images": images_seen(c), "fid_floor_n": fid_floor_n, "fid_n": fid_n,
                      "ratio": fid_floor_n / prep["fid_floor"]})
         save_image(sample(G, 64, seed=e.seed), out / f"samples-{label}.png", nrow=8,
                    normalize=True, value_range=(-1, 1))

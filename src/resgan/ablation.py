@@ -261,21 +261,20 @@ def _plot(path: Path, cells: list[Cell], summaries: list[Summary], fid_key: str)
     plt.close(fig)
 
 
-def best_cell(path: str | Path) -> Summary:
-    """The cell (depth, shortcuts, augment policy) with the lowest mean FID in ablation.json."""
+def best_cell(path: str | Path, *, plain_only: bool = False, augment: str | None = None) -> Summary:
+    """The cell (depth, shortcuts, augment policy) with the lowest mean FID in ablation.json;
+    ``plain_only``: among the cells without shortcuts; ``augment``: among those trained with
+    that augment policy."""
     rows = [Summary(**s) for s in json.loads(Path(path).read_text())["summary"]
-            if s["fid_mean"] is not None and math.isfinite(s["fid_mean"])]
+            if s["fid_mean"] is not None and math.isfinite(s["fid_mean"])
+            and not (plain_only and s["residual"])
+            and (augment is None or s.get("augment", "none") == augment)]
     if not rows:
-        raise ValueError(f"{path}: no cell finished")
+        raise ValueError(f"{path}: no {'plain ' if plain_only else ''}cell"
+                         f"{f' with augment {augment}' if augment else ''} finished")
     return min(rows, key=lambda s: s.fid_mean)
 
 
 def best_plain(path: str | Path, augment: str = "none") -> int:
-    """The depth of the plain (no-shortcut) cell with the lowest mean FID in ablation.json,
-    among the cells trained with the augment policy ``augment``."""
-    rows = [s for s in json.loads(Path(path).read_text())["summary"]
-            if not s["residual"] and s.get("augment", "none") == augment
-            and s["fid_mean"] is not None and math.isfinite(s["fid_mean"])]
-    if not rows:
-        raise ValueError(f"{path}: no plain cell with augment {augment} finished")
-    return int(min(rows, key=lambda s: s["fid_mean"])["depth"])
+    """The depth of the best plain (no-shortcut) cell trained with the policy ``augment``."""
+    return best_cell(path, plain_only=True, augment=augment).depth

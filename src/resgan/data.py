@@ -344,3 +344,9 @@ def load_split(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Read a split written by ``save_split`` as tensors (x, y)."""
     with np.load(path, allow_pickle=False) as f:
         return torch.from_numpy(f["x"]), torch.from_numpy(f["y"])
+
+
+def images_per_epoch(n_images: int, batch_size: int) -> int:
+    """The images one epoch trains on: whole global batches only (the training loop's
+    loader drops the last, partial one)."""
+    return n_images // batch_size * batch_size
