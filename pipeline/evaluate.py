@@ -1,7 +1,8 @@
 """evaluate: FID of the EMA generator against the cached real statistics, with its noise.
 
 Reads params: eval.*. Writes metrics (fid = the mean over eval.repeats sample seeds, fid_std
-their spread, fid_floor, the ratio to the floor at the floor's sample count; kid, kid_std,
+their spread, fid_floor, the ratio to the floor at the floor's sample count with its standard
+error over the sample seeds; kid, kid_std,
 precision and recall from the same features, means over the seeds) for
 `dvc metrics show`, the full score with its scoring protocol (score.json, read by register),
 a sample grid, and logs them to the train run in MLflow.
@@ -33,12 +34,16 @@ def main() -> str:
     prep = read_json(f"{args.prepared}/metrics.json")
     # FID is biased by the sample count: compare with the floor at the floor's count.
     at_floor = scorer.with_samples(prep["floor_samples"]).score(G, fid_only=True)
+    # The ratio's resolution: the standard error of its mean over the sample seeds (the
+    # floor is one fixed set of held-out images and adds its own, unmeasured, noise).
+    ratio, ratio_se = at_floor.fid / prep["fid_floor"], at_floor.fid_std / e.repeats ** 0.5 / prep["fid_floor"]
     metrics = {"fid": score.fid, "fid_std": score.fid_std, "kid": score.kid,
                "kid_std": score.kid_std, "precision": score.precision, "recall": score.recall,
                "fid_floor": prep["fid_floor"],
                "features": e.features, "num_samples": e.num_samples, "repeats": e.repeats,
                "floor_samples": prep["floor_samples"], "fid_at_floor_samples": at_floor.fid,
-               "fid_over_floor": at_floor.fid / prep["fid_floor"],
+               "fid_at_floor_samples_std": at_floor.fid_std,
+               "fid_over_floor": ratio, "fid_over_floor_se": ratio_se,
                "protocol": score.protocol.id}
     out = Path(args.out)
     write_json(out / "metrics.json", metrics)
@@ -64,10 +69,11 @@ def main() -> str:
           f"({e.features} features, {e.num_samples} samples); KID {score.kid:.4f} ± "
           f"{score.kid_std:.4f}, precision {score.precision:.3f}, recall {score.recall:.3f}; "
           f"at {prep['floor_samples']} "
-          f"samples {at_floor.fid:.3f} vs the floor {prep['fid_floor']:.3f} "
-          f"({prep['floor_samples']} held-out images); protocol {score.protocol.id}")
+          f"samples {at_floor.fid:.3f} ± {at_floor.fid_std:.3f} vs the floor {prep['fid_floor']:.3f} "
+          f"({prep['floor_samples']} held-out images): {ratio:.2f}x ± {ratio_se:.2f} (standard "
+          f"error over the sample seeds); protocol {score.protocol.id}")
     return (f"FID {score.fid:.3f} ± {score.fid_std:.3f} ({e.features}, {e.num_samples} samples), "
-            f"{at_floor.fid / prep['fid_floor']:.1f}x the floor at {prep['floor_samples']}; "
+            f"{ratio:.2f}x ± {ratio_se:.2f} the floor at {prep['floor_samples']}; "
             f"KID {score.kid:.4g}, precision {score.precision:.3f}, recall {score.recall:.3f}")
 
 

@@ -92,6 +92,11 @@ def test_whole_pipeline(repo):
     ev = ws["outputs/eval/metrics.json"]["data"]
     assert 0 < ev["fid"] < 5000 and ev["features"] == "classifier" and ev["num_samples"] == 200
     assert 0 < ev["fid_floor"] < ev["fid"]
+    # the ratio's standard error: the spread at the floor's count over sqrt(3 seeds)
+    assert ev["fid_over_floor"] == pytest.approx(ev["fid_at_floor_samples"] / ev["fid_floor"])
+    assert ev["fid_over_floor_se"] == pytest.approx(
+        ev["fid_at_floor_samples_std"] / 3 ** 0.5 / ev["fid_floor"])
+    assert 0 < ev["fid_over_floor_se"] < ev["fid_over_floor"]
     assert ws["outputs/register/decision.json"]["data"]["promoted"] is True
     prep = ws["outputs/prepare/metrics.json"]["data"]
     assert 0.5 < prep["classifier_accuracy"] <= 1.0
