@@ -59,8 +59,7 @@ def main() -> None:
         cells = []
         for s in scorers:
             score = s.score(G, fid_only=True)
-            se = score.fid_std / args.repeats ** 0.5
-            cells.append(f"{score.fid:.2f} ± {se:.2f} ({score.fid / floor:.2f}x)")
+            cells.append(f"{score.fid:.2f} ± {score.fid_se:.2f} ({score.fid / floor:.2f}x)")
         monitor = state.get("metrics", {}).get("fid", float("nan"))
         print(f"| {state['epoch']} | {monitor:.2f} | {cells[0]} | {cells[1]} |", flush=True)
 

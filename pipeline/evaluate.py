@@ -36,7 +36,7 @@ def main() -> str:
     at_floor = scorer.with_samples(prep["floor_samples"]).score(G, fid_only=True)
     # The ratio's resolution: the standard error of its mean over the sample seeds (the
     # floor is one fixed set of held-out images and adds its own, unmeasured, noise).
-    ratio, ratio_se = at_floor.fid / prep["fid_floor"], at_floor.fid_std / e.repeats ** 0.5 / prep["fid_floor"]
+    ratio, ratio_se = at_floor.fid / prep["fid_floor"], at_floor.fid_se / prep["fid_floor"]
     metrics = {"fid": score.fid, "fid_std": score.fid_std, "kid": score.kid,
                "kid_std": score.kid_std, "precision": score.precision, "recall": score.recall,
                "fid_floor": prep["fid_floor"],

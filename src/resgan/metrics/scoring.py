@@ -166,6 +166,11 @@ class Score:
     precision: float | None = None
     recall: float | None = None
 
+    @property
+    def fid_se(self) -> float:
+        """The standard error of ``fid``, the mean over the seeds (sample noise only)."""
+        return self.fid_std / len(self.per_seed) ** 0.5
+
     def as_dict(self) -> dict[str, Any]:
         return {"fid": self.fid, "fid_std": self.fid_std, "fid_per_seed": list(self.per_seed),
                 "kid": self.kid, "kid_std": self.kid_std, "precision": self.precision,
