@@ -44,6 +44,7 @@ def main() -> str:
         min_improvement=r.min_improvement, rescore=rescore, lock_timeout_s=r.lock_timeout_s,
         extra_tags={"fid_floor": repr(float(metrics["fid_floor"])),
                     "fid_over_floor": repr(float(metrics["fid_over_floor"])),
+                    "fid_over_floor_se": repr(float(metrics["fid_over_floor_se"])),
                     **{k: v for k, v in tracking.provenance_tags().items()
                        if k.startswith("resgan.dvc")}})  # git_commit is tagged by register
     write_json(f"{args.out}/decision.json", decision.as_dict())

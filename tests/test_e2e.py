@@ -104,6 +104,8 @@ def test_whole_pipeline(repo):
     c = _store(repo)
     champ = c.get_model_version_by_alias("resgan", "champion")
     assert float(champ.tags["fid"]) == pytest.approx(ev["fid"])
+    assert float(champ.tags["fid_over_floor"]) == pytest.approx(ev["fid_over_floor"])
+    assert float(champ.tags["fid_over_floor_se"]) == pytest.approx(ev["fid_over_floor_se"])
     train_run = c.get_run((repo[0] / "outputs/train/run_id.txt").read_text().strip())
     assert "fid_classifier_n200" in train_run.data.metrics
     logged = [a.path for a in c.list_artifacts(train_run.info.run_id, "logs")]
