@@ -1,4 +1,5 @@
-"""A run's training dataset as an MLflow dataset input, on a real embedded store."""
+"""Tracking helpers on a real embedded MLflow store: a run's training dataset as a dataset
+input; the run a restored Tune trial continues."""
 
 import json
 
@@ -34,3 +35,17 @@ def test_log_dataset_reads_back(mlflow_store, tmp_path):
     save_split(path, x[:10], np.arange(10))
     assert tracking.log_dataset(run_id, path, "digits-r8-train", context="eval") != digest
     assert len(tracking.client().get_run(run_id).inputs.dataset_inputs) == 2
+
+
+def test_a_restored_trial_finds_the_run_it_started(mlflow_store):
+    parent = tracking.start_run("test", "tune")
+    other_parent = tracking.start_run("test", "tune")
+    assert tracking.find_run("test", parent, "resgan.trial_id", "t_00001") is None
+    first = tracking.start_run("test", "trial-t_00001", parent_run_id=parent,
+                               tags={"resgan.trial_id": "t_00001"})
+    tracking.start_run("test", "trial-t_00002", parent_run_id=parent,
+                       tags={"resgan.trial_id": "t_00002"})
+    tracking.start_run("test", "trial-t_00001", parent_run_id=other_parent,
+                       tags={"resgan.trial_id": "t_00001"})  # another search's trial
+    assert tracking.find_run("test", parent, "resgan.trial_id", "t_00001") == first
+    assert tracking.find_run("test", parent, "resgan.trial_id", "t_00003") is None

@@ -123,6 +123,16 @@ def start_run(experiment: str, name: str, params: dict[str, Any] | None = None,
     return run.info.run_id
 
 
+def find_run(experiment: str, parent_run_id: str, tag: str, value: str) -> str | None:
+    """The newest run nested under ``parent_run_id`` whose tag ``tag`` is ``value``, if any
+    (a Tune trial restored after an interruption finds the run it started before)."""
+    found = client().search_runs(
+        [experiment_id(experiment)],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`{tag}` = '{value}'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0].info.run_id if found else None
+
+
 def metric_history(run_id: str, keys: list[str]) -> list[dict[str, float]]:
     """Per-step values of ``keys`` in a run, one row per step (``epoch`` = step)."""
     c = client()

@@ -96,10 +96,15 @@ def _trial(config: dict[str, Any], *, base: dict[str, Any], job: dict[str, Any])
     run_id = None
     start = tune.get_checkpoint()  # a trial restored after a failure or an interruption
     if job["parent_run_id"]:
-        run_id = tracking.start_run(
-            cfg.tracking.experiment, f"trial-{trial_id}", params=point,
-            parent_run_id=job["parent_run_id"],
-            tags={**job["tags"], "resgan.trial_id": trial_id})
+        # a trial restored after an interruption continues the run it started (the epochs
+        # after its checkpoint are logged again, the later value wins, as in the train stage)
+        run_id = tracking.find_run(cfg.tracking.experiment, job["parent_run_id"],
+                                   "resgan.trial_id", trial_id)
+        if run_id is None:
+            run_id = tracking.start_run(
+                cfg.tracking.experiment, f"trial-{trial_id}", params=point,
+                parent_run_id=job["parent_run_id"],
+                tags={**job["tags"], "resgan.trial_id": trial_id})
     if job["direct"]:
         state = _fit_here(cfg, job, run_id, start)
     else:
