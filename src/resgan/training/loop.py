@@ -27,6 +27,7 @@ from resgan.data import load_split
 from resgan.losses import LOSSES, gradient_penalty
 from resgan.metrics.scoring import FidRef, fid_name
 from resgan.nets import Discriminator, Generator, sample
+from resgan.training.cpu_share import CpuShare
 
 # train.mixed_precision: auto turns bf16 + channels-last on for CUDA from this many images per
 # worker: below it a step is bound by kernel launches, and the casts cost more than bf16 saves
@@ -200,100 +201,104 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
     z_dim = cfg.model.z_dim
     end = t.epochs if stop_epoch is None else min(stop_epoch, t.epochs)
     state: dict[str, Any] = dict(start) if start is not None and epoch0 >= end and lead else {}
-    for epoch in range(epoch0 + 1, end + 1):
-        sampler.set_epoch(epoch)
-        if t.lr_decay == "linear":  # derived from the epoch: nothing extra to checkpoint
-            for opt, lr in ((opt_G, t.lr_g), (opt_D, t.lr_d)):
-                for group in opt.param_groups:
-                    group["lr"] = lr * (1.0 - (epoch - 1) / t.epochs)
-        G_t.train()
-        D_t.train()
-        sums = torch.zeros(2, device=device)  # loss_d, loss_g
-        n_d = n_g = seen = 0
-        t0 = time.perf_counter()
-        for (xb,) in loader:
-            xb = xb.to(device, non_blocking=True, memory_format=memory_format)
-            z = torch.randn(len(xb), z_dim, device=device)
-            with torch.no_grad(), autocast():
-                fake = G_t(z)
-            both = torch.cat([xb, fake.to(xb.dtype)])
-            if augment.enabled:  # each image its own transform, real and fake alike
-                both = augment(both)
-            with autocast():
-                logits = D_t(both)
-                loss_d = loss_d_fn(logits[: len(xb)].float(), logits[len(xb):].float())
-            augment.observe(logits[: len(xb)])
-            if t.loss == "wgan-gp":
-                # in float32, through the unwrapped D: DDP hooks do not support double
-                # backward, and the penalty's gradients still reach D's parameters below.
-                # With train.augment, between the augmented images D's loss saw: D must be
-                # 1-Lipschitz where it is compared, on the augmented distributions.
-                loss_d = loss_d + t.gp_lambda * gradient_penalty(
-                    D, both[: len(xb)], both[len(xb):].float())
-            opt_D.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_D.step()
-            sums[0] += loss_d.detach()
-            n_d += 1
-            seen += len(xb)
-            step += 1
-            if augment.adaptive and step % ADA_INTERVAL == 0:
-                augment.update(ADA_INTERVAL * len(xb) * world_size, world_size)
-            if step % t.n_dis == 0:
+    # on CPUs, the threads this process was given, or its share of the cores while other
+    # trainings run on this machine (lock-step OpenMP threads must not oversubscribe them)
+    with CpuShare(torch.get_num_threads(), enabled=device.type == "cpu") as share:
+        for epoch in range(epoch0 + 1, end + 1):
+            share.apply(say=lead)
+            sampler.set_epoch(epoch)
+            if t.lr_decay == "linear":  # derived from the epoch: nothing extra to checkpoint
+                for opt, lr in ((opt_G, t.lr_g), (opt_D, t.lr_d)):
+                    for group in opt.param_groups:
+                        group["lr"] = lr * (1.0 - (epoch - 1) / t.epochs)
+            G_t.train()
+            D_t.train()
+            sums = torch.zeros(2, device=device)  # loss_d, loss_g
+            n_d = n_g = seen = 0
+            t0 = time.perf_counter()
+            for (xb,) in loader:
+                xb = xb.to(device, non_blocking=True, memory_format=memory_format)
                 z = torch.randn(len(xb), z_dim, device=device)
-                with autocast():
+                with torch.no_grad(), autocast():
                     fake = G_t(z)
-                    if augment.enabled:  # G learns through the same transforms
-                        fake = augment(fake)
-                    loss_g = loss_g_fn(D_t(fake).float())
-                opt_G.zero_grad(set_to_none=True)
-                loss_g.backward()  # also fills D's grads; opt_D.zero_grad clears them
-                opt_G.step()
-                G_ema.update_parameters(G)
-                sums[1] += loss_g.detach()
-                n_g += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - t0
-        if world_size > 1:
-            dist.all_reduce(sums)
-            sums /= world_size
-        loss_d_mean, loss_g_mean = (sums / torch.tensor([max(n_d, 1), max(n_g, 1)], device=device)).tolist()
-        if not (math.isfinite(loss_d_mean) and math.isfinite(loss_g_mean)):
-            raise DivergedError(f"losses became non-finite at epoch {epoch}: "
-                                f"loss_d={loss_d_mean}, loss_g={loss_g_mean}")
-        metrics = {"epoch": epoch, "loss_d": loss_d_mean, "loss_g": loss_g_mean,
-                   "images_per_s": seen * world_size / elapsed}
-        if augment.adaptive:
-            metrics["augment_p"] = augment.p
-        due = epoch % t.checkpoint_every == 0 or epoch == end
-        rng = _gather_rng(world_size, device) if due else None  # every rank takes part
-        aug_state = augment.state_dict(world_size) if due and augment.adaptive else None
-        ckpt = None
-        if lead:
-            ema_G = G_ema.module.eval()
-            if monitor is not None:
-                metrics["fid"] = monitor(ema_G)
-            print(epoch_line(epoch, t.epochs, metrics), flush=True)
-            if logger is not None:  # a recorded FID names its extractor and sample count
-                logger.log_metrics({fid_name(fid_ref.features, t.fid_samples) if k == "fid" else k: v
-                                    for k, v in metrics.items()}, step=epoch)
-                if epoch % t.sample_every == 0 or epoch == end:
-                    grid = make_grid(sample(ema_G, 64, seed=t.seed + 1, device=device),
-                                     nrow=8, normalize=True, value_range=(-1, 1))
-                    logger.log_image(grid.permute(1, 2, 0).numpy(), f"samples/epoch_{epoch:04d}.png")
-            if due:
-                state = {
-                    "epoch": epoch, "step": step, "config": cfg.model_dump(mode="json"),
-                    "rng": rng, "resumed_from": resumed_from,
-                    "G_kwargs": G.kwargs, "D_kwargs": D.kwargs,
-                    "G": G.state_dict(), "D": D.state_dict(),
-                    "G_ema": G_ema.module.state_dict(), "G_ema_avg": G_ema.state_dict(),
-                    "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
-                    "metrics": dict(metrics),
-                }
-                if aug_state is not None:  # ADA's p and its sums since the last update
-                    state["augment"] = aug_state
-                ckpt = state
-        report(metrics, ckpt)
+                both = torch.cat([xb, fake.to(xb.dtype)])
+                if augment.enabled:  # each image its own transform, real and fake alike
+                    both = augment(both)
+                with autocast():
+                    logits = D_t(both)
+                    loss_d = loss_d_fn(logits[: len(xb)].float(), logits[len(xb):].float())
+                augment.observe(logits[: len(xb)])
+                if t.loss == "wgan-gp":
+                    # in float32, through the unwrapped D: DDP hooks do not support double
+                    # backward, and the penalty's gradients still reach D's parameters below.
+                    # With train.augment, between the augmented images D's loss saw: D must be
+                    # 1-Lipschitz where it is compared, on the augmented distributions.
+                    loss_d = loss_d + t.gp_lambda * gradient_penalty(
+                        D, both[: len(xb)], both[len(xb):].float())
+                opt_D.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_D.step()
+                sums[0] += loss_d.detach()
+                n_d += 1
+                seen += len(xb)
+                step += 1
+                if augment.adaptive and step % ADA_INTERVAL == 0:
+                    augment.update(ADA_INTERVAL * len(xb) * world_size, world_size)
+                if step % t.n_dis == 0:
+                    z = torch.randn(len(xb), z_dim, device=device)
+                    with autocast():
+                        fake = G_t(z)
+                        if augment.enabled:  # G learns through the same transforms
+                            fake = augment(fake)
+                        loss_g = loss_g_fn(D_t(fake).float())
+                    opt_G.zero_grad(set_to_none=True)
+                    loss_g.backward()  # also fills D's grads; opt_D.zero_grad clears them
+                    opt_G.step()
+                    G_ema.update_parameters(G)
+                    sums[1] += loss_g.detach()
+                    n_g += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - t0
+            if world_size > 1:
+                dist.all_reduce(sums)
+                sums /= world_size
+            loss_d_mean, loss_g_mean = (sums / torch.tensor([max(n_d, 1), max(n_g, 1)], device=device)).tolist()
+            if not (math.isfinite(loss_d_mean) and math.isfinite(loss_g_mean)):
+                raise DivergedError(f"losses became non-finite at epoch {epoch}: "
+                                    f"loss_d={loss_d_mean}, loss_g={loss_g_mean}")
+            metrics = {"epoch": epoch, "loss_d": loss_d_mean, "loss_g": loss_g_mean,
+                       "images_per_s": seen * world_size / elapsed}
+            if augment.adaptive:
+                metrics["augment_p"] = augment.p
+            due = epoch % t.checkpoint_every == 0 or epoch == end
+            rng = _gather_rng(world_size, device) if due else None  # every rank takes part
+            aug_state = augment.state_dict(world_size) if due and augment.adaptive else None
+            ckpt = None
+            if lead:
+                ema_G = G_ema.module.eval()
+                if monitor is not None:
+                    metrics["fid"] = monitor(ema_G)
+                print(epoch_line(epoch, t.epochs, metrics), flush=True)
+                if logger is not None:  # a recorded FID names its extractor and sample count
+                    logger.log_metrics({fid_name(fid_ref.features, t.fid_samples) if k == "fid" else k: v
+                                        for k, v in metrics.items()}, step=epoch)
+                    if epoch % t.sample_every == 0 or epoch == end:
+                        grid = make_grid(sample(ema_G, 64, seed=t.seed + 1, device=device),
+                                         nrow=8, normalize=True, value_range=(-1, 1))
+                        logger.log_image(grid.permute(1, 2, 0).numpy(), f"samples/epoch_{epoch:04d}.png")
+                if due:
+                    state = {
+                        "epoch": epoch, "step": step, "config": cfg.model_dump(mode="json"),
+                        "rng": rng, "resumed_from": resumed_from,
+                        "G_kwargs": G.kwargs, "D_kwargs": D.kwargs,
+                        "G": G.state_dict(), "D": D.state_dict(),
+                        "G_ema": G_ema.module.state_dict(), "G_ema_avg": G_ema.state_dict(),
+                        "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
+                        "metrics": dict(metrics),
+                    }
+                    if aug_state is not None:  # ADA's p and its sums since the last update
+                        state["augment"] = aug_state
+                    ckpt = state
+            report(metrics, ckpt)
     return state
