@@ -50,3 +50,22 @@ def test_off_switch_and_threads_given_back(tmp_path, monkeypatch):
     with CpuShare(2, root=tmp_path, cores=2) as b:
         assert b.threads() == 2
     other.release()
+
+
+def test_the_console_reads_the_line_a_change_of_share_prints(tmp_path, capsys):
+    from resgan.console import SHARE_RE
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    other = CpuShare(2, root=tmp_path, cores=2)
+    with CpuShare(2, root=tmp_path, cores=2) as a:
+        a.apply(say=True)
+        m = SHARE_RE.search(capsys.readouterr().out)
+        assert m and m.group(1) == "1"
+        other.release()
+        a.apply(say=True)  # alone again
+        m = SHARE_RE.search(capsys.readouterr().out)
+        assert m and m.group(1) is None and m.group(2)
+        a.apply(say=True)
+        assert capsys.readouterr().out == ""  # no change, no line
+    torch.set_num_threads(before)

@@ -31,6 +31,9 @@ LOG_DIR = "outputs/logs"
 # The training loop's per-epoch line (epoch_line); Ray prefixes the lines of its workers
 # with "(name pid=…)" and colour codes.
 EPOCH_RE = re.compile(r"\bepoch (\d+)/(\d+): (.*)$")
+# resgan.training.cpu_share's line when a training's share of the cores changes
+SHARE_RE = re.compile(r"sharing this machine's \d+ cores with other trainings: (\d+) torch"
+                      r"|(cores no longer shared)")
 
 
 def epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
@@ -108,6 +111,7 @@ class Console:
         self.err: TextIO = sys.stderr
         self.t0 = time.monotonic()
         self._epochs: tqdm | None = None
+        self._shared = ""  # the training's share of the cores, while shared
         self._bars: list[tqdm] = []
 
     # -- set-up -------------------------------------------------------------------------
@@ -194,12 +198,18 @@ class Console:
     def saw(self, line: str) -> None:
         if self._epochs is None:
             return
+        share = SHARE_RE.search(line)
+        if share:  # shown next to the FID while other trainings share the cores
+            self._shared = f"{share.group(1)} thread(s), cores shared" if share.group(1) else ""
         m = EPOCH_RE.search(line)
         if m:
             b = self._epochs
             fid = re.search(r"\bfid=([0-9.eE+-]+)", m.group(3))
-            if fid:
-                b.set_postfix_str(f"FID {float(fid.group(1)):.3g}", refresh=False)
+            postfix = [f"FID {float(fid.group(1)):.3g}"] if fid else []
+            if self._shared:
+                postfix.append(self._shared)
+            if postfix:
+                b.set_postfix_str(", ".join(postfix), refresh=False)
             b.update(max(0, min(int(m.group(1)), b.total) - b.n))  # (redraws at most every mininterval)
 
     def _close_bars(self) -> None:

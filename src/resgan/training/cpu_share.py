@@ -97,7 +97,9 @@ class CpuShare:
         if n != torch.get_num_threads():
             if say:
                 print(f"sharing this machine's {self.cores} cores with other trainings: "
-                      f"{n} torch thread(s) from now on", flush=True)
+                      f"{n} torch thread(s) from now on" if n < self.requested else
+                      f"this machine's cores no longer shared: {n} torch thread(s) again",
+                      flush=True)
             torch.set_num_threads(n)
             self._changed = True
         return n
