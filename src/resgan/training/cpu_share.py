@@ -58,7 +58,7 @@ class CpuShare:
         uid = os.getuid() if hasattr(os, "getuid") else "user"
         self.root = Path(root) if root else Path(tempfile.gettempdir()) / f"resgan-cpu-{uid}"
         self.file = self.root / f"{os.getpid()}-{next(_serial)}"
-        self._changed = False
+        self._changed = False  # set the threads: only such a lease gives them back on release
         if self.enabled:
             self.root.mkdir(parents=True, exist_ok=True)
             self.file.write_text(str(self.requested))
