@@ -54,8 +54,7 @@ def main() -> str:
     from resgan.metrics.scoring import Scorer
     from resgan.nets import sample
     from resgan.training import checkpoint as ckpt_io
-    from resgan.training.ray_train import (fit_tracked, init_ray, make_trainer, resolve_use_gpu,
-                                           resolve_workers)
+    from resgan.training.ray_train import fit_tracked, make_trainer, place
 
     champ_state = ckpt_io.load(f"{args.trained}/generator.pt")
     champ_cfg = load_config(champ_state["config"], "champion config")
@@ -92,12 +91,10 @@ def main() -> str:
                           f"FID {cell.fid_mean:.2f} after its {ablation['settings']['images seen per network']} "
                           f"images) with the ablation's configuration"),
     }
-    init_ray()
     states, notes, run_ids = {"champion": champ_state}, [], {}
     for label, (c_cfg, what) in contenders.items():
         t = c_cfg.train
-        use_gpu = resolve_use_gpu(t.use_gpu)
-        workers, cpus = resolve_workers(t.num_workers, use_gpu)
+        where = place(t)
         run_ids[label] = run_id = tracking.start_run(
             cfg.tracking.experiment, f"quality-{label}", params=c_cfg.model_dump(mode="json"),
             tags={"resgan.stage": "quality"})
@@ -106,15 +103,14 @@ def main() -> str:
         trainer = make_trainer(
             c_cfg, data_path=f"{args.prepared}/train.npz", fid_ref=monitor_ref(args.prepared, e),
             name=f"quality-{label}-{time.strftime('%Y%m%d-%H%M%S')}", storage=cfg.ray.storage_path,
-            num_workers=workers, cpus_per_worker=cpus, use_gpu=use_gpu, run_id=run_id,
+            num_workers=where.workers, cpus_per_worker=where.cpus, use_gpu=where.use_gpu, run_id=run_id,
             tracking_uri=tracking.tracking_uri())
         follow_epochs(t.epochs)
         states[label], seconds = fit_tracked(trainer, run_id)
         tracking.end_run(run_id)  # its scores are logged to it below
         ckpt_io.export_generator(states[label], Path(args.generators) / f"{label}.pt")
         notes.append(f"- {label}: {what} (loss {t.loss}, lr_g {t.lr_g:.2e}, lr_d {t.lr_d:.2e}, "
-                     f"{t.epochs} epochs, batch {t.batch_size}, seed {t.seed}, {workers} Ray Train "
-                     f"worker(s) x {cpus:g} CPU(s)), trained in {seconds / 60:.1f} min")
+                     f"{t.epochs} epochs, batch {t.batch_size}, seed {t.seed}, {where}), trained in {seconds / 60:.1f} min")
 
     n_floor = prep["floor_samples"]
     scorer = Scorer.from_eval(args.prepared, e)  # as the evaluate stage scores

@@ -1,5 +1,8 @@
 """train: Ray Train TorchTrainer (DDP over G and D), continuing tune's best trial.
 
+With `train.num_workers: auto` on one machine without GPUs it trains in this process (Ray
+Train's local mode, every core, no Ray started: see resgan.training.ray_train.place).
+
 The searched keys (those params.yaml sets to "tune") take tune's chosen values; the others
 are params.yaml's. When tune searched, its best trial already trained this configuration
 for tune.epochs: training continues that trial's checkpoint to train.epochs (its history is
@@ -35,20 +38,17 @@ def main() -> str:
     best = read_json(args.best)
     cfg = cfg.with_tuned(best, args.best).require_fixed("train")
     from resgan.training import checkpoint as ckpt_io  # after validation: imports Ray Train
-    from resgan.training.ray_train import (fit_tracked, init_ray, make_trainer, resolve_use_gpu,
-                                           resolve_workers, storage_path)
+    from resgan.training.ray_train import fit_tracked, make_trainer, place, storage_path
     from resgan.training.resume import run_key
 
     start = _tune_checkpoint(best)
-    init_ray()
-    use_gpu = resolve_use_gpu(cfg.train.use_gpu)
-    workers, cpus = resolve_workers(cfg.train.num_workers, use_gpu)
+    where = place(cfg.train)  # starts or joins Ray unless it trains in this process
     data = f"{args.prepared}/train.npz"
     fid_ref = monitor_ref(args.prepared, cfg.eval)
     # One Ray run name per configuration: a killed stage, started again, resumes that run
     # from its newest checkpoint.
     record, run_id, resumed = open_run(
-        storage_path(cfg.ray.storage_path), "train", run_key(cfg, data, fid_ref, start),
+        storage_path(cfg.ray.storage_path), "train", run_key(cfg, data, fid_ref, start, *(() if where.workers else ("local mode",))),
         lambda name: tracking.start_run(
             cfg.tracking.experiment, "train", params=cfg.model_dump(mode="json"),
             tags={"resgan.stage": "train", "resgan.ray_run": name,
@@ -63,7 +63,7 @@ def main() -> str:
     begin = f"continuing trial {best['trial_id']} from epoch {best['epochs']}" if start else \
         "from the start"
     say(f"train: {point} lr_g={cfg.train.lr_g:.2e} lr_d={cfg.train.lr_d:.2e}, {begin} to "
-        f"epoch {cfg.train.epochs}; {workers} worker(s) x {cpus:g} CPU(s) gpu={use_gpu}")
+        f"epoch {cfg.train.epochs}; {where}")
     print(f"train: ray run {record.name}, mlflow run {run_id}", flush=True)
     if start and best["epochs"] >= cfg.train.epochs:  # the trial trained it all
         import time
@@ -77,8 +77,8 @@ def main() -> str:
     else:
         trainer = make_trainer(
             cfg, data_path=data, fid_ref=fid_ref, name=record.name, storage=cfg.ray.storage_path,
-            num_workers=workers, cpus_per_worker=cpus, use_gpu=use_gpu, run_id=run_id,
-            tracking_uri=tracking.tracking_uri(), max_failures=cfg.train.max_failures,
+            num_workers=where.workers, cpus_per_worker=where.cpus, use_gpu=where.use_gpu,
+            run_id=run_id, tracking_uri=tracking.tracking_uri(), max_failures=cfg.train.max_failures,
             start=start)
         follow_epochs(cfg.train.epochs, best["epochs"] if start else 0)
         state, seconds = fit_tracked(trainer, run_id)
@@ -100,8 +100,8 @@ def main() -> str:
     speeds = [h["images_per_s"] for h in hist if h["epoch"] >= first and "images_per_s" in h]
     ips = sum(speeds) / len(speeds) if speeds else float("nan")
     summary = {"epochs": int(state["epoch"]), "images_per_s": round(ips, 1),
-               "train_seconds": round(seconds, 1), "num_workers": workers,
-               "cpus_per_worker": cpus, "final_fid_monitor": hist[-1]["fid"],
+               "train_seconds": round(seconds, 1), "num_workers": where.workers,
+               "cpus_per_worker": where.cpus, "final_fid_monitor": hist[-1]["fid"],
                "depth": cfg.model.depth, "residual": cfg.model.residual, "loss": cfg.train.loss,
                "lr_g": cfg.train.lr_g, "lr_d": cfg.train.lr_d,
                "epochs_in_tune": best["epochs"] if start else 0,

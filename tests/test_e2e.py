@@ -285,7 +285,8 @@ def test_ablation_and_quality_reports(repo):
     assert f"| {prep['fid_floor']:.2f} | 1.0 |" in q
 
 
-def test_killed_train_stage_resumes_from_its_checkpoint(repo):
+@pytest.mark.parametrize("workers", [2, "auto"])  # DDP workers; Ray Train's local mode
+def test_killed_train_stage_resumes_from_its_checkpoint(repo, workers):
     """SIGKILL the whole `dvc repro` process group during `train`; started again it resumes
     from the newest checkpoint of the same configuration. A changed one starts fresh."""
     import signal
@@ -294,6 +295,7 @@ def test_killed_train_stage_resumes_from_its_checkpoint(repo):
     work, env = repo
     _set_param(repo, "train", "epochs", 24)
     _set_param(repo, "train", "checkpoint_every", 2)
+    _set_param(repo, "train", "num_workers", workers)
     before = set((work / ".ray_results").glob("train-*"))
     proc = subprocess.Popen(["dvc", "repro", "train"], cwd=work, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -328,7 +330,8 @@ def test_killed_train_stage_resumes_from_its_checkpoint(repo):
     steps = [m.step for m in _store(repo).get_metric_history(run_id, "loss_d")]
     assert sorted(set(steps)) == list(range(1, 25))  # every epoch, some twice (after resume)
 
-    _set_param(repo, "train", "lr_g", 3e-4)  # another configuration: a fresh run
+    # another configuration (each parametrization its own): a fresh run
+    _set_param(repo, "train", "lr_g", 3e-4 if workers == 2 else 4e-4)
     out = _dvc(repo, "repro", "train")
     assert "train: resuming the interrupted run" not in out.stdout  # (it continues tune's pick)
     assert (work / "outputs/train/run_id.txt").read_text().strip() != run_id
@@ -519,9 +522,14 @@ def test_params_without_tune_are_trained_as_they_are(repo):
         _set_param(repo, "train", "lr_g", 3e-4)
         _set_param(repo, "train", "lr_d", 2e-4)
         _set_param(repo, "train", "epochs", 3)
+        _set_param(repo, "train", "num_workers", "auto")
         out = _dvc(repo, "repro")
         assert _ran(out) == ["tune", "train", "evaluate", "register"]
         assert "nothing to search" in out.stdout
+        import torch
+
+        if not torch.cuda.is_available():  # auto on one machine: in the stage's own process
+            assert "Ray Train local mode: this process" in out.stdout
         best = json.loads((repo[0] / "outputs/tune/best.json").read_text())
         assert best == {"searched": [], "trials": 0}
         tr = json.loads((repo[0] / "outputs/train/metrics.json").read_text())

@@ -6,6 +6,8 @@ Everything in them is a tensor, a number, a string, a list or a dict, so they lo
 
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,15 @@ import torch
 from resgan.nets import Generator
 
 CKPT_FILE = "checkpoint.pt"
+_NUMBERED = re.compile(r"checkpoint_(\d+)$")
+
+
+def filesystem(location: str | Path):
+    """(pyarrow filesystem, path in it) of a local path or a URI (s3://, gs://, ...)."""
+    import pyarrow.fs
+
+    loc = str(location)
+    return pyarrow.fs.FileSystem.from_uri(loc if "://" in loc else Path(loc).resolve().as_uri())
 
 
 def save(path: str | Path, state: dict[str, Any]) -> None:
@@ -22,6 +33,41 @@ def save(path: str | Path, state: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(state, tmp)
     tmp.replace(path)  # atomic: a crash never leaves half a checkpoint
+
+
+def keep(root: str, state: dict[str, Any]) -> str:
+    """Save ``state`` as ``<root>/checkpoint_<epoch>/checkpoint.pt`` (``root`` an absolute
+    path or a URI) and return that folder: written beside, then moved into place, so
+    ``newest`` never finds half a checkpoint. Ray Train's local mode keeps no checkpoints of
+    its own (see resgan.training.ray_train)."""
+    fs, base = filesystem(root)
+    name = f"checkpoint_{int(state['epoch']):06d}"
+    fs.create_dir(f"{base}/{name}", recursive=True)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    target = f"{base}/{name}/{CKPT_FILE}"
+    with fs.open_output_stream(f"{target}.part") as f:
+        f.write(buf.getvalue())
+    fs.move(f"{target}.part", target)
+    return f"{str(root).rstrip('/')}/{name}"
+
+
+def newest(root: str) -> str | None:
+    """The folder of the latest complete ``keep`` checkpoint under ``root``, or None."""
+    import pyarrow.fs
+
+    fs, base = filesystem(root)
+    if fs.get_file_info(base).type != pyarrow.fs.FileType.Directory:
+        return None
+    found = {}
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(base)):
+        m = _NUMBERED.match(info.base_name)
+        if m and info.type == pyarrow.fs.FileType.Directory:
+            found[int(m.group(1))] = info.base_name
+    for epoch in sorted(found, reverse=True):
+        if fs.get_file_info(f"{base}/{found[epoch]}/{CKPT_FILE}").type == pyarrow.fs.FileType.File:
+            return f"{str(root).rstrip('/')}/{found[epoch]}"
+    return None
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:

@@ -22,8 +22,9 @@ import logging
 import os
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -243,23 +244,73 @@ def resolve_workers(setting: int | str, use_gpu: bool) -> tuple[int, float]:
     return len(nodes), float(int(min(nodes)))
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a training runs: ``workers`` Ray Train workers (DDP ranks) of ``cpus`` CPUs
+    each, or, with ``workers`` 0, Ray Train's local mode: the training function in this
+    process with ``cpus`` torch threads, no Ray started."""
+
+    workers: int
+    cpus: float
+    use_gpu: bool
+
+    def __str__(self) -> str:
+        if not self.workers:
+            return f"Ray Train local mode: this process, {self.cpus:g} thread(s)"
+        return f"{self.workers} Ray Train worker(s) x {self.cpus:g} CPU(s) gpu={self.use_gpu}"
+
+
+def place(train: Any) -> Placement:
+    """The placement of a training with the ``train`` section of a config.
+
+    ``num_workers: auto`` on a machine of its own (no RAY_ADDRESS) without GPUs to use:
+    Ray Train's local mode (``ScalingConfig(num_workers=0)``), every core of the machine in
+    this process. A Ray Train worker beside Ray's own processes (GCS, raylet, dashboard,
+    Train controller and a dozen helpers) got 0.78-0.89x the images/s of the same loop
+    alone on two cores, and its start costs seconds: docs/benchmarks.md (a). Otherwise
+    this starts or joins Ray (``init_ray``) and places ``resolve_workers``' workers.
+    """
+    if train.num_workers == "auto" and not os.environ.get("RAY_ADDRESS") and (
+            train.use_gpu is False or (train.use_gpu == "auto" and not _local_gpus())):
+        from resgan.training.cpu_share import machine_cores
+
+        return Placement(0, float(machine_cores()), False)
+    init_ray()
+    use_gpu = resolve_use_gpu(train.use_gpu)
+    workers, cpus = resolve_workers(train.num_workers, use_gpu)
+    return Placement(workers, cpus, use_gpu)
+
+
+def _local_gpus() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _quiet_ray_reports() -> None:
     """Ray Train 2.60 logs every report at INFO from each worker (a logger named after its
-    source file); the loop prints one line per epoch on rank 0 instead."""
+    source file; in local mode, after its module); the loop prints one line per epoch on
+    rank 0 instead."""
     try:
-        from ray.train.v2._internal.execution import context
+        from ray.train.v2._internal.execution import context, train_fn_utils
     except ImportError:  # another Ray version: leave its logging alone
         return
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    logging.getLogger(train_fn_utils.__name__).setLevel(logging.WARNING)
 
 
-def reporting_to(ray_report: Callable[..., None]) -> Callable[[dict[str, float], dict | None], None]:
+def reporting_to(ray_report: Callable[..., None], keep_in: str | None = None
+                 ) -> Callable[[dict[str, float], dict | None], None]:
     """fit's ``report`` for ``ray.train.report`` or ``ray.tune.report`` (the same signature):
-    metrics every epoch, with the checkpoint state saved into a Ray Checkpoint when one is due."""
+    metrics every epoch, with the checkpoint state saved into a Ray Checkpoint when one is
+    due; with ``keep_in`` (local mode, which persists nothing) saved there first."""
 
     def report(metrics: dict[str, float], state: dict[str, Any] | None) -> None:
         if state is None:
             ray_report(metrics)
+            return
+        if keep_in:
+            ray_report(metrics, checkpoint=Checkpoint(ckpt_io.keep(keep_in, state)))
             return
         with tempfile.TemporaryDirectory() as d:
             ckpt_io.save(Path(d) / ckpt_io.CKPT_FILE, state)
@@ -269,18 +320,30 @@ def reporting_to(ray_report: Callable[..., None]) -> Callable[[dict[str, float],
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker: rebuild the config, resume from Ray's checkpoint if any (else from
-    ``config["start"]``, a checkpoint to continue, e.g. tune's best trial), train."""
+    """Ray Train worker (or, in local mode, the caller's process): rebuild the config, resume
+    from the run's newest checkpoint if any (else from ``config["start"]``, a checkpoint to
+    continue, e.g. tune's best trial), train with ``config["threads"]`` torch threads."""
     import torch
 
     cfg = load_config(config["cfg"], "worker config")
     _quiet_ray_reports()
+    caller_threads = torch.get_num_threads()  # local mode: this is the caller's process
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    try:
+        _train(config, cfg)
+    finally:
+        torch.set_num_threads(caller_threads)
+
+
+def _train(config: dict[str, Any], cfg: Config) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     start = None
+    local = config.get("local_dir")  # local mode: the run's checkpoints are kept here
     ck = ray.train.get_checkpoint()
+    if local and ckpt_io.newest(local):
+        ck = Checkpoint(ckpt_io.newest(local))
     if ck is None and config.get("start"):
         ck = Checkpoint(config["start"])
     if ck is not None:
@@ -292,7 +355,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         logger = MlflowRunLogger(config["tracking_uri"], config["run_id"])
 
-    report = reporting_to(ray.train.report)
+    report = reporting_to(ray.train.report, keep_in=local)
     fid_ref = FidRef(**config["fid_ref"]) if config.get("fid_ref") else None
     fit(cfg, data_path=config["data_path"], report=report, rank=rank, world_size=world,
         device=device, fid_ref=fid_ref, start=start, logger=logger,
@@ -324,7 +387,11 @@ def make_trainer(cfg: Config, *, data_path: str, fid_ref: FidRef | None, name: s
                  max_failures: int = 0, cpus_per_worker: float = 1.0,
                  start: str | None = None, stop_epoch: int | None = None) -> TorchTrainer:
     """A TorchTrainer running ``train_loop_per_worker`` with ``num_workers`` DDP ranks,
-    each with ``cpus_per_worker`` CPUs and as many torch threads.
+    each with ``cpus_per_worker`` CPUs and as many torch threads; with ``num_workers`` 0, in
+    Ray Train's local mode (see ``place``), keeping its checkpoints where Ray Train would
+    (``<storage>/<name>/checkpoint_<epoch>``) and resuming from the newest of them. Local
+    mode restarts nothing (``max_failures`` applies to workers); started again, the stage
+    resumes.
 
     Args:
         start: a checkpoint (directory or URI) to continue when the run has none of its own.
@@ -340,12 +407,16 @@ def make_trainer(cfg: Config, *, data_path: str, fid_ref: FidRef | None, name: s
         "threads": max(1, int(cpus_per_worker)),
         "start": start,
         "stop_epoch": stop_epoch,
+        "local_dir": None if num_workers else f"{storage_path(storage).rstrip('/')}/{name}",
     }
+    if not num_workers:  # the stage says so itself, in its own words
+        logging.getLogger("ray.train.v2.api.config").setLevel(logging.WARNING)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": cpus_per_worker}),
+                                     resources_per_worker={"CPU": cpus_per_worker})
+        if num_workers else ScalingConfig(num_workers=0),
         run_config=RunConfig(name=name, storage_path=storage_path(storage),
                              callbacks=callbacks or [],
                              # A worker group that does not start within the bound

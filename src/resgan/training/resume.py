@@ -60,10 +60,9 @@ class RunRecord:
     """The JSON beside a Ray run: its MLflow run id and whether it completed."""
 
     def __init__(self, storage: str, name: str):
-        import pyarrow.fs
+        from resgan.training.checkpoint import filesystem
 
-        self.fs, root = pyarrow.fs.FileSystem.from_uri(storage if "://" in storage
-                                                       else Path(storage).resolve().as_uri())
+        self.fs, root = filesystem(storage)
         self.path = f"{root.rstrip('/')}/{name}.resgan.json"
         self.name = name
 
