@@ -103,14 +103,15 @@ def main() -> str:
         trainer = make_trainer(
             c_cfg, data_path=f"{args.prepared}/train.npz", fid_ref=monitor_ref(args.prepared, e),
             name=f"quality-{label}-{time.strftime('%Y%m%d-%H%M%S')}", storage=cfg.ray.storage_path,
-            num_workers=where.workers, cpus_per_worker=where.cpus, use_gpu=where.use_gpu, run_id=run_id,
-            tracking_uri=tracking.tracking_uri())
+            num_workers=where.workers, cpus_per_worker=where.cpus, use_gpu=where.use_gpu,
+            run_id=run_id, tracking_uri=tracking.tracking_uri())
         follow_epochs(t.epochs)
         states[label], seconds = fit_tracked(trainer, run_id)
         tracking.end_run(run_id)  # its scores are logged to it below
         ckpt_io.export_generator(states[label], Path(args.generators) / f"{label}.pt")
         notes.append(f"- {label}: {what} (loss {t.loss}, lr_g {t.lr_g:.2e}, lr_d {t.lr_d:.2e}, "
-                     f"{t.epochs} epochs, batch {t.batch_size}, seed {t.seed}, {where}), trained in {seconds / 60:.1f} min")
+                     f"{t.epochs} epochs, batch {t.batch_size}, seed {t.seed}, {where}), "
+                     f"trained in {seconds / 60:.1f} min")
 
     n_floor = prep["floor_samples"]
     scorer = Scorer.from_eval(args.prepared, e)  # as the evaluate stage scores

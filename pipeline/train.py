@@ -47,8 +47,10 @@ def main() -> str:
     fid_ref = monitor_ref(args.prepared, cfg.eval)
     # One Ray run name per configuration: a killed stage, started again, resumes that run
     # from its newest checkpoint.
+    # (Local mode keeps its checkpoints itself: a run of the other kind is another run.)
+    key = run_key(cfg, data, fid_ref, start, *(() if where.workers else ("local mode",)))
     record, run_id, resumed = open_run(
-        storage_path(cfg.ray.storage_path), "train", run_key(cfg, data, fid_ref, start, *(() if where.workers else ("local mode",))),
+        storage_path(cfg.ray.storage_path), "train", key,
         lambda name: tracking.start_run(
             cfg.tracking.experiment, "train", params=cfg.model_dump(mode="json"),
             tags={"resgan.stage": "train", "resgan.ray_run": name,

@@ -33,7 +33,7 @@ import ray.train.torch
 from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from resgan.config import Config, ConfigError, check_batch_split, load_config
+from resgan.config import Config, ConfigError, TrainConfig, check_batch_split, load_config
 from resgan.training import checkpoint as ckpt_io
 from resgan.metrics.scoring import FidRef
 from resgan.training.loop import fit
@@ -260,7 +260,7 @@ class Placement:
         return f"{self.workers} Ray Train worker(s) x {self.cpus:g} CPU(s) gpu={self.use_gpu}"
 
 
-def place(train: Any) -> Placement:
+def place(train: TrainConfig) -> Placement:
     """The placement of a training with the ``train`` section of a config.
 
     ``num_workers: auto`` on a machine of its own (no RAY_ADDRESS) without GPUs to use:
@@ -342,8 +342,8 @@ def _train(config: dict[str, Any], cfg: Config) -> None:
     start = None
     local = config.get("local_dir")  # local mode: the run's checkpoints are kept here
     ck = ray.train.get_checkpoint()
-    if local and ckpt_io.newest(local):
-        ck = Checkpoint(ckpt_io.newest(local))
+    if local and (kept := ckpt_io.newest(local)):
+        ck = Checkpoint(kept)
     if ck is None and config.get("start"):
         ck = Checkpoint(config["start"])
     if ck is not None:
