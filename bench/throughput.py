@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import io
 import json
-import re
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ import torch
 from resgan.stage import read_json, read_params  # noqa: E402
 
 from resgan.config import replace  # noqa: E402
+from resgan.console import parse_epoch_line  # noqa: E402
 from resgan.machine import describe  # noqa: E402
 from resgan.training.loop import fit  # noqa: E402
 
@@ -63,7 +63,8 @@ def ray_train(cfg, data: str, workers: int, cpus: float, storage: str) -> tuple[
     if workers:
         speeds = list(result.metrics_dataframe["images_per_s"])  # every epoch checkpoints here
     else:  # local mode keeps only the last report: its epoch lines, as the stage's console reads them
-        speeds = [float(x) for x in re.findall(r"\bimages_per_s=([0-9.]+)", out.getvalue())]
+        lines = (parse_epoch_line(line) for line in out.getvalue().splitlines())
+        speeds = [p[2]["images_per_s"] for p in lines if p]
     return statistics.fmean(speeds[1:]), wall
 
 

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from resgan.console import EPOCH_RE, epoch_line
+from resgan.console import EPOCH_RE, epoch_line, parse_epoch_line
 
 STAGE = textwrap.dedent("""
     import os, subprocess, sys, warnings
@@ -160,6 +160,10 @@ def test_epoch_lines_are_what_the_console_follows():
     m = EPOCH_RE.search("\x1b[36m(RayTrainWorker pid=23702)\x1b[0m " + line)
     assert m and m.group(1, 2) == ("12", "100")
     assert EPOCH_RE.search("resuming from the checkpoint of epoch 12 (step 264)") is None
+    # read back as the console and bench/throughput.py read it
+    assert parse_epoch_line("(RayTrainWorker pid=1) " + line) == (12, 100, {"loss_d": 1.25, "fid": 38.93})
+    assert parse_epoch_line(epoch_line(3, 9, {"images_per_s": 1081.3})) == (3, 9, {"images_per_s": 1081})
+    assert parse_epoch_line("resuming from the checkpoint of epoch 12 (step 264)") is None
 
 
 @pytest.mark.parametrize("in_stage", [False, True])

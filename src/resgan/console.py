@@ -42,6 +42,21 @@ def epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
         f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch")
 
 
+def parse_epoch_line(line: str) -> tuple[int, int, dict[str, float]] | None:
+    """(epoch, epochs, metrics) of a line ``epoch_line`` wrote, or None for any other line."""
+    m = EPOCH_RE.search(line)
+    if not m:
+        return None
+    metrics = {}
+    for item in m.group(3).split():
+        key, _, value = item.partition("=")
+        try:
+            metrics[key] = float(value)
+        except ValueError:
+            pass
+    return int(m.group(1)), int(m.group(2)), metrics
+
+
 _active: Console | None = None
 
 
@@ -201,16 +216,16 @@ class Console:
         share = SHARE_RE.search(line)
         if share:  # shown next to the FID while other trainings share the cores
             self._shared = f"{share.group(1)} thread(s), cores shared" if share.group(1) else ""
-        m = EPOCH_RE.search(line)
-        if m:
+        parsed = parse_epoch_line(line)
+        if parsed:
+            epoch, _, metrics = parsed
             b = self._epochs
-            fid = re.search(r"\bfid=([0-9.eE+-]+)", m.group(3))
-            postfix = [f"FID {float(fid.group(1)):.3g}"] if fid else []
+            postfix = [f"FID {metrics['fid']:.3g}"] if "fid" in metrics else []
             if self._shared:
                 postfix.append(self._shared)
             if postfix:
                 b.set_postfix_str(", ".join(postfix), refresh=False)
-            b.update(max(0, min(int(m.group(1)), b.total) - b.n))  # (redraws at most every mininterval)
+            b.update(max(0, min(epoch, b.total) - b.n))  # (redraws at most every mininterval)
 
     def _close_bars(self) -> None:
         for b in self._bars:

@@ -27,12 +27,21 @@ def filesystem(location: str | Path):
     return pyarrow.fs.FileSystem.from_uri(loc if "://" in loc else Path(loc).resolve().as_uri())
 
 
+def _write(fs, target: str, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``target`` in ``fs`` beside it, then move it into place: a crash
+    never leaves half a checkpoint under the name."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    with fs.open_output_stream(f"{target}.part") as f:
+        f.write(buf.getvalue())
+    fs.move(f"{target}.part", target)
+
+
 def save(path: str | Path, state: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)  # atomic: a crash never leaves half a checkpoint
+    """Save ``state`` as the file ``path`` (a local path or a URI)."""
+    fs, target = filesystem(path)
+    fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+    _write(fs, target, state)
 
 
 def keep(root: str, state: dict[str, Any]) -> str:
@@ -43,12 +52,7 @@ def keep(root: str, state: dict[str, Any]) -> str:
     fs, base = filesystem(root)
     name = f"checkpoint_{int(state['epoch']):06d}"
     fs.create_dir(f"{base}/{name}", recursive=True)
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    target = f"{base}/{name}/{CKPT_FILE}"
-    with fs.open_output_stream(f"{target}.part") as f:
-        f.write(buf.getvalue())
-    fs.move(f"{target}.part", target)
+    _write(fs, f"{base}/{name}/{CKPT_FILE}", state)
     return f"{str(root).rstrip('/')}/{name}"
 
 

@@ -282,6 +282,8 @@ def place(train: TrainConfig) -> Placement:
 
 
 def _local_gpus() -> bool:
+    """GPUs of this machine, asked before any Ray starts (``resolve_use_gpu`` asks the Ray
+    cluster once one runs; on one machine the two agree)."""
     import torch
 
     return torch.cuda.is_available()
@@ -290,7 +292,9 @@ def _local_gpus() -> bool:
 def _quiet_ray_reports() -> None:
     """Ray Train 2.60 logs every report at INFO from each worker (a logger named after its
     source file; in local mode, after its module); the loop prints one line per epoch on
-    rank 0 instead."""
+    rank 0 instead. Its config module announces local mode (INFO) when the trainer is
+    made: the stage says so itself, in its own words (``Placement``)."""
+    logging.getLogger("ray.train.v2.api.config").setLevel(logging.WARNING)
     try:
         from ray.train.v2._internal.execution import context, train_fn_utils
     except ImportError:  # another Ray version: leave its logging alone
@@ -409,8 +413,8 @@ def make_trainer(cfg: Config, *, data_path: str, fid_ref: FidRef | None, name: s
         "stop_epoch": stop_epoch,
         "local_dir": None if num_workers else f"{storage_path(storage).rstrip('/')}/{name}",
     }
-    if not num_workers:  # the stage says so itself, in its own words
-        logging.getLogger("ray.train.v2.api.config").setLevel(logging.WARNING)
+    if not num_workers:  # before ScalingConfig(num_workers=0) announces local mode
+        _quiet_ray_reports()
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
