@@ -5,7 +5,10 @@ training split and records, every epoch, the FID of G_ema at 360 samples (the he
 count, so the real-data floor of outputs/prepare/metrics.json is on the same scale),
 classifier features against the training statistics, one sample seed. That answers "how
 many images does this configuration need to get within k x the floor", the question
-behind the default train.epochs. Configurations are params.yaml's with the flags below.
+behind the default train.epochs. At the end the final G_ema is scored as the evaluate stage
+scores it (the floor's sample count, ``--final-repeats`` sample seeds from eval.seed: mean ±
+standard error), which is the figure to compare with `make run`'s champions.
+Configurations are params.yaml's with the flags below.
 
 Run after `dvc repro prepare`, e.g.:
     .venv/bin/python bench/quality_curve.py --loss hinge --epochs 250 --out curve.json
@@ -22,7 +25,9 @@ from pathlib import Path
 import torch
 
 from resgan.config import replace
+from resgan.metrics.scoring import Scorer
 from resgan.stage import monitor_ref, read_json, read_params
+from resgan.training import checkpoint as ckpt_io
 from resgan.training.loop import fit
 
 
@@ -37,27 +42,45 @@ def main() -> None:
     ap.add_argument("--n-dis", type=int, default=1)
     ap.add_argument("--augment", default="none")
     ap.add_argument("--decay", choices=["none", "linear"], default="none")
+    ap.add_argument("--channels", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--final-repeats", type=int, default=10,
+                    help="sample seeds of the final score, as eval.repeats (0: none; default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="train.seed (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     ap.add_argument("--prepared", default="outputs/prepare")
     ap.add_argument("--out", required=True, help="JSON: the settings and one row per epoch")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    cfg = replace(read_params(), model={"depth": a.depth, "residual": a.residual == "true"},
-                  train={"loss": a.loss, "lr_g": a.lr_g, "lr_d": a.lr_d, "epochs": a.epochs,
+    cfg = replace(read_params(), model={"depth": a.depth, "residual": a.residual == "true",
+                                        "channels": a.channels},
+                  train={"batch_size": a.batch_size, "loss": a.loss, "lr_g": a.lr_g, "lr_d": a.lr_d, "epochs": a.epochs,
                          "n_dis": a.n_dis, "augment": a.augment, "lr_decay": a.decay, "seed": a.seed,
                          "fid_samples": 360, "checkpoint_every": a.epochs, "num_workers": 1})
-    floor = read_json(f"{a.prepared}/metrics.json")["fid_floor"]
-    rows: list[dict] = []
+    prep = read_json(f"{a.prepared}/metrics.json")
+    floor = prep["fid_floor"]
+    result: dict = {"settings": vars(a), "floor360": floor, "rows": []}
     t0 = time.time()
 
-    def report(m: dict, _state) -> None:
-        rows.append({"epoch": m["epoch"], "fid360": m["fid"], "x_floor": m["fid"] / floor,
-                     "images_per_s": m["images_per_s"], "seconds": time.time() - t0})
-        Path(a.out).write_text(json.dumps({"settings": vars(a), "floor360": floor, "rows": rows}, indent=1))
+    def write() -> None:
+        Path(a.out).write_text(json.dumps(result, indent=1))
 
-    fit(cfg, data_path=f"{a.prepared}/train.npz", report=report,
-        fid_ref=monitor_ref(a.prepared, cfg.eval))
+    def report(m: dict, _state) -> None:
+        result["rows"].append({"epoch": m["epoch"], "fid360": m["fid"], "x_floor": m["fid"] / floor,
+                               "images_per_s": m["images_per_s"], "seconds": time.time() - t0})
+        write()
+
+    state = fit(cfg, data_path=f"{a.prepared}/train.npz", report=report,
+                fid_ref=monitor_ref(a.prepared, cfg.eval))
+    if a.final_repeats > 0:
+        scorer = Scorer.from_eval(a.prepared, cfg.eval, num_samples=prep["floor_samples"],
+                                  repeats=a.final_repeats)
+        score = scorer.score(ckpt_io.generator_from(state), fid_only=True)
+        result["final"] = {"fid": score.fid, "fid_se": score.fid_se, "x_floor": score.fid / floor,
+                           "x_floor_se": score.fid_se / floor}
+        write()
+        print(f"final G_ema: FID {score.fid:.3f} ± {score.fid_se:.3f} = "
+              f"{score.fid / floor:.2f}x ± {score.fid_se / floor:.2f} the floor", flush=True)
 
 
 if __name__ == "__main__":
