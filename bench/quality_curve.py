@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     ap.add_argument("--prepared", default="outputs/prepare")
     ap.add_argument("--out", required=True, help="JSON: the settings and one row per epoch")
+    ap.add_argument("--save", help="also write the final generator file here (as outputs/train/generator.pt)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cfg = replace(read_params(), model={"depth": a.depth, "residual": a.residual == "true",
@@ -72,11 +73,13 @@ def main() -> None:
 
     state = fit(cfg, data_path=f"{a.prepared}/train.npz", report=report,
                 fid_ref=monitor_ref(a.prepared, cfg.eval))
+    if a.save:
+        ckpt_io.export_generator(state, a.save)
     if a.final_repeats > 0:
         scorer = Scorer.from_eval(a.prepared, cfg.eval, num_samples=prep["floor_samples"],
                                   repeats=a.final_repeats)
         score = scorer.score(ckpt_io.generator_from(state), fid_only=True)
-        result["final"] = {"fid": score.fid, "fid_se": score.fid_se, "x_floor": score.fid / floor,
+        result["final"] = {"fid": score.fid, "fid_se": score.fid_se, "per_seed": score.per_seed, "x_floor": score.fid / floor,
                            "x_floor_se": score.fid_se / floor}
         write()
         print(f"final G_ema: FID {score.fid:.3f} ± {score.fid_se:.3f} = "

@@ -1,8 +1,9 @@
 """evaluate: FID of the EMA generator against the cached real statistics, with its noise.
 
 Reads params: eval.*. Writes metrics (fid = the mean over eval.repeats sample seeds, fid_std
-their spread, fid_floor, the ratio to the floor at the floor's sample count with its standard
-error over the sample seeds; kid, kid_std,
+their spread, fid_floor (what a generator sampling the training images exactly scores at the
+floor's sample count), the ratio to it at that count with its standard error, the held-out
+images' own FID and the ratio to it (fid_over_heldout); kid, kid_std,
 precision and recall from the same features, means over the seeds) for
 `dvc metrics show`, the full score with its scoring protocol (score.json, read by register),
 a sample grid, and logs them to the train run in MLflow.
@@ -34,12 +35,16 @@ def main() -> str:
     prep = read_json(f"{args.prepared}/metrics.json")
     # FID is biased by the sample count: compare with the floor at the floor's count.
     at_floor = scorer.with_samples(prep["floor_samples"]).score(G, fid_only=True)
-    # The ratio's resolution: the standard error of its mean over the sample seeds (the
-    # floor is one fixed set of held-out images and adds its own, unmeasured, noise).
-    ratio, ratio_se = at_floor.fid / prep["fid_floor"], at_floor.fid_se / prep["fid_floor"]
+    # The ratio's resolution: the standard errors of its mean over the sample seeds and of
+    # the floor's mean over its draws.
+    floor, floor_se = prep["fid_floor"], prep.get("fid_floor_se", 0.0)
+    ratio = at_floor.fid / floor
+    ratio_se = ratio * ((at_floor.fid_se / at_floor.fid) ** 2 + (floor_se / floor) ** 2) ** 0.5
+    heldout = prep.get("fid_floor_heldout")
     metrics = {"fid": score.fid, "fid_std": score.fid_std, "kid": score.kid,
                "kid_std": score.kid_std, "precision": score.precision, "recall": score.recall,
-               "fid_floor": prep["fid_floor"],
+               "fid_floor": floor, "fid_floor_se": floor_se, "fid_floor_heldout": heldout,
+               "fid_over_heldout": None if heldout is None else at_floor.fid / heldout,
                "features": e.features, "num_samples": e.num_samples, "repeats": e.repeats,
                "floor_samples": prep["floor_samples"], "fid_at_floor_samples": at_floor.fid,
                "fid_at_floor_samples_std": at_floor.fid_std,
@@ -65,13 +70,14 @@ def main() -> str:
     for k, v in score.protocol.tags().items():
         c.set_tag(run_id, k, v)
     c.log_artifact(run_id, str(out / "samples.png"), artifact_path="eval")
+    held = "" if heldout is None else f"; the held-out images score {heldout:.3f}"
     print(f"evaluate: FID {score.fid:.3f} ± {score.fid_std:.3f} over {e.repeats} sample seeds "
           f"({e.features} features, {e.num_samples} samples); KID {score.kid:.4f} ± "
           f"{score.kid_std:.4f}, precision {score.precision:.3f}, recall {score.recall:.3f}; "
           f"at {prep['floor_samples']} "
-          f"samples {at_floor.fid:.3f} ± {at_floor.fid_std:.3f} vs the floor {prep['fid_floor']:.3f} "
-          f"({prep['floor_samples']} held-out images): {ratio:.2f}x ± {ratio_se:.2f} (standard "
-          f"error over the sample seeds); protocol {score.protocol.id}")
+          f"samples {at_floor.fid:.3f} ± {at_floor.fid_std:.3f} vs the floor {floor:.3f} (a "
+          f"generator sampling the training images exactly): {ratio:.2f}x ± {ratio_se:.2f} "
+          f"(standard error){held}; protocol {score.protocol.id}")
     return (f"FID {score.fid:.3f} ± {score.fid_std:.3f} ({e.features}, {e.num_samples} samples), "
             f"{ratio:.2f}x ± {ratio_se:.2f} the floor at {prep['floor_samples']}; "
             f"KID {score.kid:.4g}, precision {score.precision:.3f}, recall {score.recall:.3f}")

@@ -91,12 +91,18 @@ def test_whole_pipeline(repo):
     ws = next(iter(metrics.values()))["data"]  # "workspace", or "" before the first commit
     ev = ws["outputs/eval/metrics.json"]["data"]
     assert 0 < ev["fid"] < 5000 and ev["features"] == "classifier" and ev["num_samples"] == 200
-    assert 0 < ev["fid_floor"] < ev["fid"]
-    # the ratio's standard error: the spread at the floor's count over sqrt(3 seeds)
-    assert ev["fid_over_floor"] == pytest.approx(ev["fid_at_floor_samples"] / ev["fid_floor"])
-    assert ev["fid_over_floor_se"] == pytest.approx(
-        ev["fid_at_floor_samples_std"] / 3 ** 0.5 / ev["fid_floor"])
+    assert 0 < ev["fid_floor"] < ev["fid"] and 0 < ev["fid_floor_se"] < 0.05 * ev["fid_floor"]
+    # the ratio's standard error: the spread at the floor's count over sqrt(3 seeds), and the
+    # floor's own standard error over its draws
+    ratio = ev["fid_at_floor_samples"] / ev["fid_floor"]
+    assert ev["fid_over_floor"] == pytest.approx(ratio)
+    assert ev["fid_over_floor_se"] == pytest.approx(ratio * (
+        (ev["fid_at_floor_samples_std"] / 3 ** 0.5 / ev["fid_at_floor_samples"]) ** 2
+        + (ev["fid_floor_se"] / ev["fid_floor"]) ** 2) ** 0.5)
     assert 0 < ev["fid_over_floor_se"] < ev["fid_over_floor"]
+    # the held-out images (label-stratified) score below what a perfect generator is expected to
+    assert 0 < ev["fid_floor_heldout"] < ev["fid_floor"]
+    assert ev["fid_over_heldout"] == pytest.approx(ev["fid_at_floor_samples"] / ev["fid_floor_heldout"])
     assert ws["outputs/register/decision.json"]["data"]["promoted"] is True
     prep = ws["outputs/prepare/metrics.json"]["data"]
     assert 0.5 < prep["classifier_accuracy"] <= 1.0

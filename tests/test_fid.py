@@ -8,7 +8,8 @@ import torch
 
 from conftest import gaussian_feats
 from resgan.metrics.features import FeatureError, build_extractor
-from resgan.metrics.fid import feature_stats, fid_from_features, load_stats, save_stats
+from resgan.metrics.fid import (feature_stats, fid_from_features, load_stats, sampling_floor,
+                                save_stats)
 from pytorch_fid.fid_score import calculate_frechet_distance
 
 
@@ -28,6 +29,39 @@ def test_sampled_gaussians_approach_the_closed_form():
     expected = d * 1.0 + d * 0.5 ** 2  # 10.0
     assert fid_from_features(a, *feature_stats(b)) == pytest.approx(expected, rel=0.02)
     assert fid_from_features(a, *feature_stats(a)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_sampling_floor_of_two_clusters_by_hand():
+    """Two tight clusters at x = +-a, half the points each: i.i.d. draws of n put k of them
+    at +a with k binomial, so the sample mean's x is off by a(2k/n - 1), whose square has
+    expectation a^2 / n; the covariance term is O(1/n^2). A label-stratified subset (exactly
+    n/2 per cluster) has no such term: it scores far below what any i.i.d. draw is expected to."""
+    rng = np.random.default_rng(0)
+    a, n = 10.0, 50
+    x = np.concatenate([rng.normal([a, 0], 0.05, (500, 2)), rng.normal([-a, 0], 0.05, (500, 2))])
+    mu, sigma = feature_stats(x)
+    floor, se, draws = sampling_floor(x, mu, sigma, n, seed=1)
+    assert floor == pytest.approx(a * a / n, rel=0.1)  # 2.0 by hand
+    # drawn until the standard error is 1 % of the mean, or 4,000 draws (here: a chi-square
+    # of one degree of freedom, relative spread sqrt(2), would need 20,000)
+    assert draws == 4000 and se == pytest.approx(2 ** 0.5 * floor / 4000 ** 0.5, rel=0.15)
+    assert sampling_floor(x, mu, sigma, n, seed=1) == (floor, se, draws)  # deterministic
+    stratified = np.concatenate([x[:n // 2], x[500:500 + n // 2]])
+    assert fid_from_features(stratified, mu, sigma) < 0.1 * floor
+
+
+def test_sampling_floor_is_the_mean_of_its_draws():
+    x = gaussian_feats(200, 3, 0.0, 1.0, seed=2)
+    mu, sigma = feature_stats(x)
+    floor, se, draws = sampling_floor(x, mu, sigma, 40, seed=3, block=20, max_draws=20)
+    assert draws == 20 and se > 0.01 * floor  # stopped by max_draws
+    assert sampling_floor(x, mu, sigma, 40, seed=3, block=20, rel_se=0.5)[2] == 20  # by the error
+    rng = np.random.default_rng(3)
+    by_hand = [calculate_frechet_distance(*feature_stats(x[rng.integers(0, 200, 40)]), mu, sigma)
+               for _ in range(20)]
+    assert draws == 20
+    assert floor == pytest.approx(np.mean(by_hand), rel=1e-9)
+    assert se == pytest.approx(np.std(by_hand, ddof=1) / 20 ** 0.5, rel=1e-9)
 
 
 def test_fewer_samples_than_dims_warns():

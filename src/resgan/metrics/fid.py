@@ -44,3 +44,34 @@ def fid_of_generator(G, extractor, ref: tuple[np.ndarray, np.ndarray], n: int, *
     feats = extract_all(extractor, sample(G, n, seed=seed, device=device,
                                           batch_size=batch_size).split(batch_size))
     return fid_from_features(feats, *ref)
+
+
+def sampling_floor(feats: np.ndarray, mu: np.ndarray, sigma: np.ndarray, n: int, *,
+                   seed: int = 0, block: int = 50, max_draws: int = 4000,
+                   rel_se: float = 0.01) -> tuple[float, float, int]:
+    """The FID a perfect generator is expected to score at ``n`` samples.
+
+    A generator that samples the reference images exactly (``feats``, whose statistics are
+    ``mu, sigma``) draws ``n`` of them i.i.d., with replacement; its FID against
+    ``(mu, sigma)`` is then pure sampling noise, which at small ``n`` is large: the sample
+    mean alone is off by ``trace(sigma) / n`` in expectation. This returns the mean over
+    draws of that FID, drawn ``block`` at a time until its standard error is at most
+    ``rel_se`` of it or ``max_draws`` were drawn (deterministic for a ``seed``).
+
+    A held-out set is not such a draw when the split was stratified by label: its class
+    proportions are exact, while a generator's vary from sample to sample, so its FID is
+    lower than any generator's can be expected to be (docs/benchmarks.md (f)).
+
+    Returns:
+        (mean FID, its standard error, draws).
+    """
+    feats = np.asarray(feats, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    fids: list[float] = []
+    while len(fids) < max_draws:
+        fids += [fid_from_features(feats[rng.integers(0, len(feats), n)], mu, sigma)
+                 for _ in range(min(block, max_draws - len(fids)))]
+        mean, se = float(np.mean(fids)), float(np.std(fids, ddof=1) / len(fids) ** 0.5)
+        if se <= rel_se * mean:
+            break
+    return mean, se, len(fids)
