@@ -316,3 +316,4 @@ def test_prepare_unlabelled_folder(tmp_path, inception_weights):
     assert not (feats / "classifier.pt").exists()
     metrics = json.loads((tmp_path / "outputs" / "prepare" / "metrics.json").read_text())
     assert metrics["floor_samples"] == 80 and 0 < metrics["fid_floor"] < 100
+    assert metrics["fid_floor_draws"] >= 50 and 0 < metrics["fid_floor_se"] and metrics["fid_floor_heldout"] > 0
