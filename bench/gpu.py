@@ -1,4 +1,4 @@
-"""Benchmark (d): GPU throughput of the Ray-free training loop against a plain PyTorch loop.
+"""Benchmark (e): GPU throughput of the Ray-free training loop against a plain PyTorch loop.
 
 Side by side in one process, on one GPU, for two model sizes: the digits' default (8x8,
 32 channels) and the CIFAR-10 config's (32x32, 256 channels, configs/cifar10.yaml):

@@ -1,4 +1,4 @@
-"""Benchmark (e): quality against images seen, for one training configuration.
+"""Benchmark (f): quality against images seen, for one training configuration.
 
 Trains G and D with the Ray-free loop in this process (no Ray, no MLflow) on prepare's
 training split and records, every epoch, the FID of G_ema at 360 samples (the held-out

@@ -81,7 +81,7 @@ def main() -> str:
             # expected to score at the held-out count (resgan.metrics.fid.sampling_floor).
             # The held-out images' own FID is kept beside it: with a label-stratified split
             # their class proportions are exact, which no generator's samples are, so it is
-            # lower than a perfect generator scores (docs/benchmarks.md (f)).
+            # lower than a perfect generator scores (docs/benchmarks.md (i), bench/floor.py).
             print(f"prepare: the floor: FID of {len(x_te)} i.i.d. draws of the training images, "
                   f"{name} features ...", flush=True)
             floor, floor_se, draws = sampling_floor(

@@ -60,7 +60,7 @@ def sampling_floor(feats: np.ndarray, mu: np.ndarray, sigma: np.ndarray, n: int,
 
     A held-out set is not such a draw when the split was stratified by label: its class
     proportions are exact, while a generator's vary from sample to sample, so its FID is
-    lower than any generator's can be expected to be (docs/benchmarks.md (f)).
+    lower than any generator's can be expected to be (docs/benchmarks.md (i)).
 
     Returns:
         (mean FID, its standard error, draws).
