@@ -53,41 +53,33 @@ def main() -> None:
         return np.concatenate([rng.choice(np.flatnonzero(labels == c), k, replace=False)
                                for c, k in zip(classes, take)])
 
-    ways = {
-        "the held-out images (one set; label-stratified when labelled)": None,
-        "subsets of the training images, label-stratified": stratified if labels is not None else None,
-        "subsets of the training images, at random (no repeats)":
-            lambda: rng.choice(len(train), n, replace=False),
-        "i.i.d. draws of the training images (what the floor averages)":
-            lambda: rng.integers(0, len(train), n),
-        "i.i.d. draws of the held-out images": "test",
-    }
+    draws = [  # (what, one set of features), in the order the table lists them
+        ("subsets of the training images, label-stratified", lambda: train[stratified()]),
+        ("subsets of the training images, at random (no repeats)",
+         lambda: train[rng.choice(len(train), n, replace=False)]),
+        ("i.i.d. draws of the training images (what the floor averages)",
+         lambda: train[rng.integers(0, len(train), n)]),
+        ("i.i.d. draws of the held-out images", lambda: test[rng.integers(0, len(test), n)]),
+    ][0 if labels is not None else 1:]
     print(f"\n{describe()}; {cfg.data.dataset}, {cfg.eval.features} features ({train.shape[1]}-d), "
           f"FID of {n} images against the training statistics ({len(train)} images)\n")
     print("| images | sets | FID: mean | spread (sd) | 10 % / 50 % / 90 % |")
     print("| :--- | ---: | ---: | ---: | ---: |")
-    for label, way in ways.items():
-        if label.startswith("the held-out"):
-            print(f"| {label} | 1 | {fid_from_features(test, mu, sigma):.3f} | | |")
-            continue
-        if way is None:
-            continue
-        if way == "test":
-            fids = [fid_from_features(test[rng.integers(0, len(test), n)], mu, sigma)
-                    for _ in range(args.draws)]
-        else:
-            fids = [fid_from_features(train[way()], mu, sigma) for _ in range(args.draws)]
+    print(f"| the held-out images (one set; label-stratified when labelled) | 1 "
+          f"| {fid_from_features(test, mu, sigma):.3f} | | |")
+
+    def row(label: str, fids) -> None:
         q = np.quantile(fids, [0.1, 0.5, 0.9])
-        print(f"| {label} | {args.draws} | {statistics.fmean(fids):.3f} | {statistics.stdev(fids):.3f} "
+        print(f"| {label} | {len(fids)} | {statistics.fmean(fids):.3f} | {statistics.stdev(fids):.3f} "
               f"| {q[0]:.2f} / {q[1]:.2f} / {q[2]:.2f} |")
+
+    for label, draw in draws:
+        row(label, [fid_from_features(draw(), mu, sigma) for _ in range(args.draws)])
     print(f"| **the floor** (prepare: `fid_floor` ± its standard error) | {prep.get('fid_floor_draws', '')} "
           f"| **{prep['fid_floor']:.3f}** ± {prep.get('fid_floor_se', float('nan')):.3f} | | |")
-    for path in args.generators:
-        score = Scorer.from_eval(args.prepared, cfg.eval, num_samples=n).score(
-            ckpt_io.generator_from(ckpt_io.load(path)), fid_only=True)
-        q = np.quantile(score.per_seed, [0.1, 0.5, 0.9])
-        print(f"| generator {path} ({cfg.eval.repeats} sample seeds) | {len(score.per_seed)} "
-              f"| {score.fid:.3f} | {score.fid_std:.3f} | {q[0]:.2f} / {q[1]:.2f} / {q[2]:.2f} |")
+    for path in args.generators:  # over the evaluate stage's sample seeds
+        score = scorer.score(ckpt_io.generator_from(ckpt_io.load(path)), fid_only=True)
+        row(f"generator {path} ({cfg.eval.repeats} sample seeds)", score.per_seed)
 
     if labels is not None:
         total = float(np.trace(sigma))
