@@ -2,11 +2,11 @@
 
 Which epoch of a training run was best, and can the per-epoch monitoring FID tell? Every
 checkpoint of one Ray Train run (``train.checkpoint_every`` epochs apart) has its G_ema
-scored at the floor's sample count (outputs/prepare/metrics.json) over ``--repeats``
+scored at the held-out count (outputs/prepare/metrics.json) over ``--repeats``
 sample seeds twice: from ``eval.seed`` (the evaluate stage's seeds) and from
 ``--other-seed`` (seeds neither evaluate nor the monitoring FID use), next to the
 monitoring FID the run recorded at that epoch (train.fid_samples samples, one seed). The
-two sets of sample seeds show how far the evaluate stage's ratio to the floor moves with
+two sets of sample seeds show how far the evaluate stage's ratio to the copier reference moves with
 the samples alone.
 
 Run after `make run`:  .venv/bin/python bench/checkpoints.py [RUN_DIR]
@@ -45,11 +45,11 @@ def main() -> None:
     if not ckpts:
         raise SystemExit(f"{run}: no checkpoint_* folders")
     prep = read_json(f"{args.prepared}/metrics.json")
-    n, floor, e = prep["floor_samples"], prep["fid_floor"], cfg.eval
+    n, floor, e = prep["floor_samples"], prep["fid_copier"], cfg.eval
     scorers = [Scorer.from_eval(args.prepared, e, num_samples=n, seed=s, repeats=args.repeats)
                for s in (e.seed, args.other_seed)]
-    print(f"\n{describe()}; run {run.name}; FID at {n} samples (floor {floor:.2f}), "
-          f"{args.repeats} sample seeds each: mean ± standard error (x floor)\n")
+    print(f"\n{describe()}; run {run.name}; FID at {n} samples (a copier of the training set {floor:.2f}), "
+          f"{args.repeats} sample seeds each: mean ± standard error (x the copier)\n")
     print(f"| epoch | monitoring FID ({cfg.train.fid_samples} samples, seed {cfg.train.seed}) "
           f"| seeds {e.seed}.. | seeds {args.other_seed}.. |")
     print("| ---: | ---: | ---: | ---: |")

@@ -1,9 +1,10 @@
-"""Benchmark (i): what real images score at the floor's sample count, and why the floor is
-the mean over i.i.d. draws of the training images.
+"""Benchmark (i): what real images score at the held-out count, and the two references
+prepare computes there: a generator copying the training set and one of new real images.
 
 The FID of N images against the training statistics, with the extractor of the evaluate
-stage, for sets of real images drawn in several ways (``--draws`` each), next to the floor
-that prepare wrote (``resgan.metrics.fid.sampling_floor``) and, for generator files given
+stage, for sets of real images drawn in several ways (``--draws`` each), next to the
+references that prepare wrote (``resgan.metrics.fid.copier_draws`` and ``novel_draws``) and,
+for generator files given
 as arguments, their FID over the evaluate stage's sample seeds. It also splits the
 features' total variance into its between-class part (labelled data): the share of the
 sample mean's error that a label-stratified set does not have and a generator's samples do.
@@ -57,7 +58,7 @@ def main() -> None:
         ("subsets of the training images, label-stratified", lambda: train[stratified()]),
         ("subsets of the training images, at random (no repeats)",
          lambda: train[rng.choice(len(train), n, replace=False)]),
-        ("i.i.d. draws of the training images (what the floor averages)",
+        ("i.i.d. draws of the training images (what the copier reference averages)",
          lambda: train[rng.integers(0, len(train), n)]),
         ("i.i.d. draws of the held-out images", lambda: test[rng.integers(0, len(test), n)]),
     ][0 if labels is not None else 1:]
@@ -75,8 +76,10 @@ def main() -> None:
 
     for label, draw in draws:
         row(label, [fid_from_features(draw(), mu, sigma) for _ in range(args.draws)])
-    print(f"| **the floor** (prepare: `fid_floor` ± its standard error) | {prep.get('fid_floor_draws', '')} "
-          f"| **{prep['fid_floor']:.3f}** ± {prep.get('fid_floor_se', float('nan')):.3f} | | |")
+    for ref, what in (("copier", "copying the training set"), ("novel", "of new real images")):
+        print(f"| **a generator {what}** (prepare: `fid_{ref}` ± its standard error) | "
+              f"{prep[f'fid_{ref}_draws']} | **{prep[f'fid_{ref}']:.3f}** ± "
+              f"{prep[f'fid_{ref}_se']:.3f} | | |")
     for path in args.generators:  # over the evaluate stage's sample seeds
         score = scorer.score(ckpt_io.generator_from(ckpt_io.load(path)), fid_only=True)
         row(f"generator {path} ({cfg.eval.repeats} sample seeds)", score.per_seed)

@@ -2,11 +2,11 @@
 
 Trains G and D with the Ray-free loop in this process (no Ray, no MLflow) on prepare's
 training split and records, every epoch, the FID of G_ema at 360 samples (the held-out
-count, so the real-data floor of outputs/prepare/metrics.json is on the same scale),
+count, so the copier reference (a generator copying the training set) of outputs/prepare/metrics.json is on the same scale),
 classifier features against the training statistics, one sample seed. That answers "how
-many images does this configuration need to get within k x the floor", the question
+many images does this configuration need to get within k x the copier reference", the question
 behind the default train.epochs. At the end the final G_ema is scored as the evaluate stage
-scores it (the floor's sample count, ``--final-repeats`` sample seeds from eval.seed: mean ±
+scores it (the held-out count, ``--final-repeats`` sample seeds from eval.seed: mean ±
 standard error), which is the figure to compare with `make run`'s champions.
 Configurations are params.yaml's with the flags below.
 
@@ -59,7 +59,7 @@ def main() -> None:
                          "n_dis": a.n_dis, "augment": a.augment, "lr_decay": a.decay, "seed": a.seed,
                          "fid_samples": 360, "checkpoint_every": a.epochs, "num_workers": 1})
     prep = read_json(f"{a.prepared}/metrics.json")
-    floor = prep["fid_floor"]
+    floor = prep["fid_copier"]
     result: dict = {"settings": vars(a), "floor360": floor, "rows": []}
     t0 = time.time()
 
@@ -83,7 +83,7 @@ def main() -> None:
                            "x_floor_se": score.fid_se / floor}
         write()
         print(f"final G_ema: FID {score.fid:.3f} ± {score.fid_se:.3f} = "
-              f"{score.fid / floor:.2f}x ± {score.fid_se / floor:.2f} the floor", flush=True)
+              f"{score.fid / floor:.2f}x ± {score.fid_se / floor:.2f} the copier reference", flush=True)
 
 
 if __name__ == "__main__":

@@ -50,9 +50,9 @@ def _comparable_settings(cfg, prep: dict) -> dict[str, str]:
                  f"(ramp-up {t.ema_rampup})",
         "images seen per network": f"{images:,} ({a.epochs} epochs x {images // a.epochs:,})",
         "FID": f"{e.features} features, {e.num_samples} samples of G_ema (seed {e.seed}) "
-               f"against the training split's statistics; the floor (a generator sampling the "
-               f"training images exactly) at {prep['floor_samples']} samples is "
-               f"{prep['fid_floor']:.2f}",
+               f"against the training split's statistics; at {prep['floor_samples']} samples a "
+               f"generator copying the training set scores {prep['fid_copier']:.2f}, one of new "
+               f"real images {prep['fid_novel']:.2f}",
     }
 
 

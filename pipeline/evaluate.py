@@ -1,12 +1,15 @@
 """evaluate: FID of the EMA generator against the cached real statistics, with its noise.
 
-Reads params: eval.*. Writes metrics (fid = the mean over eval.repeats sample seeds, fid_std
-their spread, fid_floor (what a generator sampling the training images exactly scores at the
-floor's sample count), the ratio to it at that count with its standard error, the held-out
-images' own FID and the ratio to it (fid_over_heldout); kid, kid_std,
-precision and recall from the same features, means over the seeds) for
-`dvc metrics show`, the full score with its scoring protocol (score.json, read by register),
-a sample grid, and logs them to the train run in MLflow.
+Reads params: eval.*. Writes metrics for `dvc metrics show`: ``fid`` (the mean over
+eval.repeats sample seeds), ``fid_std`` (their SD) and ``fid_se`` (the standard error of the
+mean); KID against the training and the held-out features, precision and recall, each the
+mean over the seeds with its SD over the seeds, beside what the held-out real images score
+(``precision_real``, ``recall_real``); and at prepare's held-out count, the FID over two
+references: a generator that copies the training set (``fid_over_copier``) and one of new
+real images (``fid_over_novel``), each with its standard error and the 5-95 % range that
+reference's own ratio spans at eval.repeats seeds (``copier_band_lo/hi``,
+``novel_band_lo/hi``). Also the full score with its scoring protocol (score.json, read by
+register), a sample grid, and all of it logged to the train run in MLflow.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from resgan.stage import read_json, read_params, run, write_json
+import numpy as np
+
 from resgan import tracking
-from resgan.metrics.scoring import Scorer
+from resgan.metrics.fid import mean_and_se, ratio_band
+from resgan.metrics.scoring import EXTRA, Scorer, features_dir, fid_name
 from resgan.nets import sample
+from resgan.stage import read_json, read_params, run, write_json
 from resgan.training import checkpoint as ckpt_io
-from resgan.metrics.scoring import fid_name
 
 
 def main() -> str:
@@ -33,23 +38,18 @@ def main() -> str:
     scorer = Scorer.from_eval(args.prepared, e)
     score = scorer.score(G)
     prep = read_json(f"{args.prepared}/metrics.json")
-    # FID is biased by the sample count: compare with the floor at the floor's count.
-    at_floor = scorer.with_samples(prep["floor_samples"]).score(G, fid_only=True)
-    # The ratio's resolution: the standard errors of its mean over the sample seeds and of
-    # the floor's mean over its draws.
-    floor, floor_se = prep["fid_floor"], prep.get("fid_floor_se", 0.0)
-    ratio = at_floor.fid / floor
-    ratio_se = ratio * ((at_floor.fid_se / at_floor.fid) ** 2 + (floor_se / floor) ** 2) ** 0.5
-    heldout = prep.get("fid_floor_heldout")
-    metrics = {"fid": score.fid, "fid_std": score.fid_std, "kid": score.kid,
-               "kid_std": score.kid_std, "precision": score.precision, "recall": score.recall,
-               "fid_floor": floor, "fid_floor_se": floor_se, "fid_floor_heldout": heldout,
-               "fid_over_heldout": None if heldout is None else at_floor.fid / heldout,
+    n_floor = prep["floor_samples"]
+    # FID is biased by the sample count: compare with the references at their count.
+    at_floor = scorer.with_samples(n_floor).score(G, fid_only=True)
+    metrics = {"fid": score.fid, "fid_std": score.fid_std, "fid_se": score.fid_se,
+               **{k: getattr(score, k) for k in EXTRA},
+               **scorer.real_baseline(),
                "features": e.features, "num_samples": e.num_samples, "repeats": e.repeats,
-               "floor_samples": prep["floor_samples"], "fid_at_floor_samples": at_floor.fid,
-               "fid_at_floor_samples_std": at_floor.fid_std,
-               "fid_over_floor": ratio, "fid_over_floor_se": ratio_se,
-               "protocol": score.protocol.id}
+               "floor_samples": n_floor, "fid_at_floor_samples": at_floor.fid,
+               "fid_at_floor_samples_std": at_floor.fid_std, "protocol": score.protocol.id}
+    with np.load(features_dir(args.prepared) / "floor-draws.npz") as draws:
+        for ref in ("copier", "novel"):
+            metrics.update(versus_reference(ref, at_floor, draws[ref], e.repeats))
     out = Path(args.out)
     write_json(out / "metrics.json", metrics)
     write_json(out / "score.json", score.as_dict())
@@ -63,24 +63,49 @@ def main() -> str:
     name = fid_name(e.features, e.num_samples)
     c.log_metric(run_id, name, score.fid)
     c.log_metric(run_id, name.replace("fid_", "fid_std_", 1), score.fid_std)
-    for metric in ("kid", "kid_std", "precision", "recall"):  # kid_classifier_n1000, ...
-        c.log_metric(run_id, name.replace("fid_", f"{metric}_", 1), getattr(score, metric))
-    c.log_metric(run_id, fid_name(e.features, prep["floor_samples"]), at_floor.fid)
-    c.log_metric(run_id, "floor_" + fid_name(e.features, prep["floor_samples"]), prep["fid_floor"])
+    for metric in EXTRA:  # kid_classifier_n1000, kid_std_classifier_n1000, ...
+        c.log_metric(run_id, name.replace("fid", metric, 1), getattr(score, metric))
+    c.log_metric(run_id, fid_name(e.features, n_floor), at_floor.fid)
+    for ref in ("copier", "novel"):
+        c.log_metric(run_id, f"{ref}_" + fid_name(e.features, n_floor), metrics[f"fid_{ref}"])
+        c.log_metric(run_id, f"fid_over_{ref}", metrics[f"fid_over_{ref}"])
     for k, v in score.protocol.tags().items():
         c.set_tag(run_id, k, v)
     c.log_artifact(run_id, str(out / "samples.png"), artifact_path="eval")
-    held = "" if heldout is None else f"; the held-out images score {heldout:.3f}"
-    print(f"evaluate: FID {score.fid:.3f} ± {score.fid_std:.3f} over {e.repeats} sample seeds "
-          f"({e.features} features, {e.num_samples} samples); KID {score.kid:.4f} ± "
-          f"{score.kid_std:.4f}, precision {score.precision:.3f}, recall {score.recall:.3f}; "
-          f"at {prep['floor_samples']} "
-          f"samples {at_floor.fid:.3f} ± {at_floor.fid_std:.3f} vs the floor {floor:.3f} (a "
-          f"generator sampling the training images exactly): {ratio:.2f}x ± {ratio_se:.2f} "
-          f"(standard error){held}; protocol {score.protocol.id}")
-    return (f"FID {score.fid:.3f} ± {score.fid_std:.3f} ({e.features}, {e.num_samples} samples), "
-            f"{ratio:.2f}x ± {ratio_se:.2f} the floor at {prep['floor_samples']}; "
-            f"KID {score.kid:.4g}, precision {score.precision:.3f}, recall {score.recall:.3f}")
+    m = metrics
+    print(f"evaluate: FID {score.fid:.3f} (SD {score.fid_std:.3f} over {e.repeats} sample seeds, "
+          f"standard error {score.fid_se:.3f}; {e.features} features, {e.num_samples} samples); "
+          f"KID {score.kid:.4g} (SD {score.kid_std:.3g}) against the training features, "
+          f"{score.kid_heldout:.4g} (SD {score.kid_heldout_std:.3g}) against the held-out ones; "
+          f"precision {score.precision:.3f}, recall {score.recall:.3f} (held-out real images: "
+          f"{m['precision_real']:.3f}, {m['recall_real']:.3f} at {m['real_samples']}); at "
+          f"{n_floor} samples FID {at_floor.fid:.3f}: {ratio_line(m, 'copier')} a generator "
+          f"copying the training set, {ratio_line(m, 'novel')} one of new real images; "
+          f"protocol {score.protocol.id}")
+    return (f"FID {score.fid:.3f} (SD {score.fid_std:.3f}, {e.repeats} seeds; {e.features}, "
+            f"{e.num_samples} samples); at {n_floor}: {ratio_line(m, 'copier')} the copier, "
+            f"{ratio_line(m, 'novel')} new real images; precision {score.precision:.3f} "
+            f"(real {m['precision_real']:.3f}), recall {score.recall:.3f} "
+            f"(real {m['recall_real']:.3f})")
+
+
+def versus_reference(ref: str, at_floor, draws: np.ndarray, repeats: int) -> dict[str, float]:
+    """The generator's FID at the reference's sample count over the reference's mean FID,
+    with its standard error (the seeds' and the reference's draws'), and the range the
+    reference's own ratio spans at ``repeats`` seeds (5-95 %)."""
+    fid_ref, fid_ref_se = mean_and_se(draws)
+    ratio = at_floor.fid / fid_ref
+    ratio_se = ratio * ((at_floor.fid_se / at_floor.fid) ** 2 + (fid_ref_se / fid_ref) ** 2) ** 0.5
+    lo, hi = ratio_band(draws, repeats)
+    return {f"fid_{ref}": fid_ref, f"fid_{ref}_se": fid_ref_se, f"fid_over_{ref}": ratio,
+            f"fid_over_{ref}_se": ratio_se, f"{ref}_band_lo": lo, f"{ref}_band_hi": hi}
+
+
+def ratio_line(m: dict, ref: str) -> str:
+    """``1.24x ± 0.12 (standard error; by noise alone 0.78-1.27x)``."""
+    return (f"{m[f'fid_over_{ref}']:.2f}x ± {m[f'fid_over_{ref}_se']:.2f} (standard error; "
+            f"that reference itself: {m[f'{ref}_band_lo']:.2f}-{m[f'{ref}_band_hi']:.2f}x, "
+            f"5-95 %) of")
 
 
 if __name__ == "__main__":

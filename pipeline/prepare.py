@@ -1,12 +1,13 @@
-"""prepare: load and split the data, train the classifier extractor, real statistics, FID floor.
+"""prepare: load and split the data, train the classifier extractor, real statistics, FID floors.
 
 Reads params: data.*, eval.features, eval.inception_weights, eval.inception_dims,
-eval.classifier_epochs, eval.batch_size. Writes the splits, features/ (the classifier, the real statistics of both
-splits per extractor in pytorch-fid's .npz format with the features next to them as
-<stem>.features.npy for KID and precision/recall, cached by key, and index.json naming the
-current ones) and metrics.json (classifier accuracy; the FID floor, what a generator that
-samples the training images exactly scores at the held-out count, with its standard error;
-the held-out images' own FID).
+eval.classifier_epochs, eval.batch_size. Writes the splits, features/ (the classifier, the
+real statistics of both splits per extractor in pytorch-fid's .npz format with the features
+next to them as <stem>.features.npy for KID and precision/recall, cached by key, index.json
+naming the current ones, and floor-draws.npz: the FIDs of the two reference generators'
+draws) and metrics.json: classifier accuracy; at the held-out count, the mean FID of a
+generator that copies the training set (``fid_copier``) and of one that draws new real
+images (``fid_novel``), each with its standard error; the held-out images' own FID.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from resgan.data import is_labelled, load_dataset, save_split, split
 from resgan.metrics.cache import cached_stats, extractor_key, fingerprint, load_features
 from resgan.metrics.classifier import save_classifier, train_classifier
 from resgan.metrics.features import extract_all
-from resgan.metrics.fid import calculate_frechet_distance, sampling_floor
+import numpy as np
+
+from resgan.metrics.fid import (calculate_frechet_distance, copier_draws, mean_and_se,
+                              novel_draws)
 
 
 def main() -> str:
@@ -77,25 +81,35 @@ def main() -> str:
             print(f"prepare: {split_name} statistics, {name} features: "
                   f"{'reused' if reused else 'computed'} {path.name}")
         if name == e.features:
-            # The floor: the FID that a generator sampling the training images exactly is
-            # expected to score at the held-out count (resgan.metrics.fid.sampling_floor).
-            # The held-out images' own FID is kept beside it: with a label-stratified split
-            # their class proportions are exact, which no generator's samples are, so it is
-            # lower than a perfect generator scores (docs/benchmarks.md (i), bench/floor.py).
-            print(f"prepare: the floor: FID of {len(x_te)} i.i.d. draws of the training images, "
-                  f"{name} features ...", flush=True)
-            floor, floor_se, draws = sampling_floor(
-                load_features(feats / index[name]["train"]), *stats["train"], len(x_te), seed=d.seed)
+            # Two references at the held-out count (resgan.metrics.fid): a generator that
+            # copies the training set (i.i.d. draws of its images: the lowest FID to expect)
+            # and one that draws new real images (random non-stratified splits of all the
+            # real images). The held-out images' own FID is kept beside them: with a
+            # label-stratified split their class proportions are exact, which no generator's
+            # samples are, so it is lower than either (docs/benchmarks.md, bench/floor.py).
+            print(f"prepare: the references: FID of {len(x_te)} images copied from the "
+                  f"training set, and of {len(x_te)} new real images, {name} features ...",
+                  flush=True)
+            train_feats = load_features(feats / index[name]["train"])
+            copier = copier_draws(train_feats, *stats["train"], len(x_te), seed=d.seed)
+            novel = novel_draws(train_feats, load_features(feats / index[name]["test"]),
+                                seed=d.seed)
+            np.savez(feats / "floor-draws.npz", copier=copier, novel=novel)
             heldout = float(calculate_frechet_distance(*stats["test"], *stats["train"]))
-            metrics.update(fid_floor=floor, fid_floor_se=floor_se, fid_floor_draws=draws,
-                           fid_floor_heldout=heldout, feature_dims=ex_key["dims"])
+            (copier_fid, copier_se), (novel_fid, novel_se) = map(mean_and_se, (copier, novel))
+            metrics.update(fid_copier=copier_fid, fid_copier_se=copier_se,
+                           fid_copier_draws=len(copier), fid_novel=novel_fid,
+                           fid_novel_se=novel_se, fid_novel_draws=len(novel),
+                           fid_heldout=heldout, feature_dims=ex_key["dims"])
     write_json(feats / "index.json", index)
-    print(f"prepare: FID floor {floor:.3f} ± {floor_se:.3f} ({e.features} features, {len(x_te)} "
-          f"samples, mean of {draws} draws); the {len(x_te)} held-out images: {heldout:.3f}")
+    print(f"prepare: at {len(x_te)} samples ({e.features} features), a generator copying the "
+          f"training set scores FID {copier_fid:.3f} ± {copier_se:.3f}, one of new real images "
+          f"{novel_fid:.3f} ± {novel_se:.3f} (means over {len(copier)} and {len(novel)} draws ± "
+          f"standard error); the {len(x_te)} held-out images: {heldout:.3f}")
     write_json(f"{args.out}/metrics.json", {**metrics, "seconds": round(time.perf_counter() - t0, 2)})
     acc = f"classifier accuracy {metrics['classifier_accuracy']:.4f}; " if labelled else ""
-    return (f"{len(x_tr)} train, {len(x_te)} test images; {acc}FID floor {floor:.3f} at "
-            f"{len(x_te)} samples ({e.features} features)")
+    return (f"{len(x_tr)} train, {len(x_te)} test images; {acc}copier FID {copier_fid:.3f}, "
+            f"new images {novel_fid:.3f} at {len(x_te)} samples ({e.features} features)")
 
 
 if __name__ == "__main__":

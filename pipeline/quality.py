@@ -1,4 +1,4 @@
-"""quality: the champion against the real-data floor and two contenders from the ablation.
+"""quality: the champion against two real-data references and two contenders from the ablation.
 
 Trains, through the pipeline's Ray Train loop and for the champion's images seen (its
 epochs and batch size):
@@ -8,8 +8,9 @@ epochs and batch size):
 - ablation-best: the ablation's best cell (depth, shortcuts, augment policy) with the
   configuration the ablation trained it with: the search's pick against the ablation's.
 
-Then scores the champion and both with the evaluate stage's extractor at the floor's sample
-count (FID is biased by the count) and at eval.num_samples. Writes quality.md and sample
+Then scores the champion and both with the evaluate stage's extractor at prepare's held-out
+count (FID is biased by the count; the references, a generator copying the training set and
+one of new real images, are at that count) and at eval.num_samples. Writes quality.md and sample
 grids of each network and of real images to --out; logs each contender's scores to its
 MLflow run.
 
@@ -126,7 +127,7 @@ def main() -> str:
         rows.append({"model": label, "depth": c.model.depth, "residual": c.model.residual,
                      "lr": f"{c.train.lr_g:.2e} / {c.train.lr_d:.2e}",
                      "images": images_seen(c), "fid_floor_n": fid_floor_n, "fid_n": fid_n,
-                     "ratio": fid_floor_n / prep["fid_floor"]})
+                     "ratio": fid_floor_n / prep["fid_copier"]})
         save_image(sample(G, 64, seed=e.seed), out / f"samples-{label}.png", nrow=8,
                    normalize=True, value_range=(-1, 1))
     assert all(r["images"] == images for r in rows), rows
@@ -145,25 +146,26 @@ def main() -> str:
         f"- data: {cfg.data.dataset} at {cfg.data.resolution}px, {prep['stats_samples']} training "
         f"and {n_floor} held-out images",
         f"- FID: {e.features} features against the training split's statistics, G_ema, sample "
-        f"seed {e.seed}; at {n_floor} samples (the held-out count, so that the floor and the "
-        f"models are compared at the same sample count) and at {e.num_samples} samples",
+        f"seeds {e.seed}-{e.seed + e.repeats - 1} (means); at {n_floor} samples (the held-out "
+        f"count, so that the references and the models are compared at the same sample count) "
+        f"and at {e.num_samples} samples",
         f"- every network saw the champion's {images:,} images",
         *notes,
         "",
-        f"| | depth | shortcuts | lr_g / lr_d | images seen | FID @ {n_floor} | × floor | FID @ {e.num_samples} |",
+        f"| | depth | shortcuts | lr_g / lr_d | images seen | FID @ {n_floor} | × copier | FID @ {e.num_samples} |",
         "| :--- | ---: | :--- | ---: | ---: | ---: | ---: | ---: |",
-        f"| the floor: a generator sampling the training images exactly | | | | | "
-        f"{prep['fid_floor']:.2f} | 1.0 | |",
+        f"| a generator copying the training set (mean of its draws) | | | | | "
+        f"{prep['fid_copier']:.2f} | 1.0 | |",
+        f"| a generator of new real images (mean of its draws) | | | | | "
+        f"{prep['fid_novel']:.2f} | {prep['fid_novel'] / prep['fid_copier']:.2f} | |",
+        f"| the real held-out images (label-stratified) | | | | | "
+        f"{prep['fid_heldout']:.2f} | {prep['fid_heldout'] / prep['fid_copier']:.2f} | |",
     ]
-    if "fid_floor_heldout" in prep:  # lower than the floor when the split is label-stratified
-        lines.append(f"| the real held-out images (label-stratified) | | | | | "
-                     f"{prep['fid_floor_heldout']:.2f} | "
-                     f"{prep['fid_floor_heldout'] / prep['fid_floor']:.2f} | |")
     for r in rows:
         lines.append(f"| {r['model']} | {r['depth']} | {'residual' if r['residual'] else 'plain'} | "
                      f"{r['lr']} | {r['images']:,} | {r['fid_floor_n']:.2f} | {r['ratio']:.2f} | "
                      f"{r['fid_n']:.2f} |")
-    lines += ["", f"Champion / floor at equal sample count: **{champ['ratio']:.2f}**; "
+    lines += ["", f"Champion / copier at equal sample count: **{champ['ratio']:.2f}**; "
               + "; ".join(f"{k} / champion: **{by[k]['fid_floor_n'] / champ['fid_floor_n']:.2f}**"
                           for k in contenders) + " (above 1: the champion is better).", "",
               "| real held-out images | champion | " + " | ".join(contenders) + " |",

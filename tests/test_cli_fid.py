@@ -74,3 +74,37 @@ def test_clear_errors(tmp_path, capsys):
         (tmp_path / "one").mkdir()
         Image.new("L", (8, 8)).save(tmp_path / "one" / "x.png")
         cli(["fid", str(tmp_path / "one"), str(tmp_path / "one"), "--features", "classifier"])
+
+
+def test_pipeline_fid_of_quantised_samples_equals_the_cli_on_their_pngs(inception_weights,
+                                                                         tmp_path):
+    """A generator's samples scored in the pipeline (quantised to 8 bits before Inception)
+    give the FID that pytorch-fid's CLI gives on the same samples saved as PNGs."""
+    import torch
+
+    from resgan.metrics.features import build_extractor, extract_all, quantize
+    from resgan.metrics.fid import feature_stats, fid_from_features, save_stats
+    from resgan.nets import Generator, sample
+
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, channels=8, depth=1).eval()
+    imgs = sample(G, 100, seed=0)
+    ex = build_extractor("inception", inception_weights=str(inception_weights), dims=64)
+    x, _ = load_dataset("digits", 8)
+    ref = feature_stats(extract_all(ex, torch.from_numpy(x[:200]).split(50)))
+    save_stats(tmp_path / "ref.npz", *ref)
+    ours = fid_from_features(extract_all(ex, imgs.split(50)), *ref)
+
+    pngs = tmp_path / "samples"
+    pngs.mkdir()
+    for i, img in enumerate(quantize(imgs)):
+        Image.fromarray(img[0].numpy(), mode="L").save(pngs / f"{i:03d}.png")
+    env = {"TORCH_HOME": str(inception_weights.parents[2]), "PATH": ""}
+    cli_out = subprocess.run([sys.executable, "-m", "pytorch_fid", "--device", "cpu", "--dims",
+                              "64", "--batch-size", "50", "--num-workers", "0", str(pngs),
+                              str(tmp_path / "ref.npz")],
+                             capture_output=True, text=True, env=env, timeout=600)
+    assert cli_out.returncode == 0, cli_out.stderr
+    print(f"pipeline {ours!r}, pytorch-fid CLI {_fid_of(cli_out.stdout)!r}")
+    assert _fid_of(cli_out.stdout) == pytest.approx(ours, rel=1e-6)
+    assert ours > 0.01

@@ -315,5 +315,9 @@ def test_prepare_unlabelled_folder(tmp_path, inception_weights):
     assert set(json.loads((feats / "index.json").read_text())) == {"inception"}
     assert not (feats / "classifier.pt").exists()
     metrics = json.loads((tmp_path / "outputs" / "prepare" / "metrics.json").read_text())
-    assert metrics["floor_samples"] == 80 and 0 < metrics["fid_floor"] < 100
-    assert metrics["fid_floor_draws"] >= 50 and 0 < metrics["fid_floor_se"] and metrics["fid_floor_heldout"] > 0
+    assert metrics["floor_samples"] == 80 and 0 < metrics["fid_copier"] < 100
+    assert metrics["fid_copier_draws"] >= 50 and 0 < metrics["fid_copier_se"]
+    assert metrics["fid_novel"] > metrics["fid_copier"] and metrics["fid_heldout"] > 0
+    with np.load(feats / "floor-draws.npz") as draws:
+        assert len(draws["copier"]) == metrics["fid_copier_draws"]
+        assert draws["novel"].mean() == pytest.approx(metrics["fid_novel"])

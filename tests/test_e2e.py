@@ -91,18 +91,24 @@ def test_whole_pipeline(repo):
     ws = next(iter(metrics.values()))["data"]  # "workspace", or "" before the first commit
     ev = ws["outputs/eval/metrics.json"]["data"]
     assert 0 < ev["fid"] < 5000 and ev["features"] == "classifier" and ev["num_samples"] == 200
-    assert 0 < ev["fid_floor"] < ev["fid"] and 0 < ev["fid_floor_se"] < 0.05 * ev["fid_floor"]
-    # the ratio's standard error: the spread at the floor's count over sqrt(3 seeds), and the
-    # floor's own standard error over its draws
-    ratio = ev["fid_at_floor_samples"] / ev["fid_floor"]
-    assert ev["fid_over_floor"] == pytest.approx(ratio)
-    assert ev["fid_over_floor_se"] == pytest.approx(ratio * (
-        (ev["fid_at_floor_samples_std"] / 3 ** 0.5 / ev["fid_at_floor_samples"]) ** 2
-        + (ev["fid_floor_se"] / ev["fid_floor"]) ** 2) ** 0.5)
-    assert 0 < ev["fid_over_floor_se"] < ev["fid_over_floor"]
-    # the held-out images (label-stratified) score below what a perfect generator is expected to
-    assert 0 < ev["fid_floor_heldout"] < ev["fid_floor"]
-    assert ev["fid_over_heldout"] == pytest.approx(ev["fid_at_floor_samples"] / ev["fid_floor_heldout"])
+    for ref in ("copier", "novel"):  # the two references at the held-out count
+        # the ratio's standard error: the SD at that count over sqrt(3 seeds), and the
+        # reference's own standard error over its draws
+        fid_ref, se_ref = ev[f"fid_{ref}"], ev[f"fid_{ref}_se"]
+        assert 0 < fid_ref < ev["fid"] and 0 < se_ref < 0.05 * fid_ref
+        ratio = ev["fid_at_floor_samples"] / fid_ref
+        assert ev[f"fid_over_{ref}"] == pytest.approx(ratio)
+        assert ev[f"fid_over_{ref}_se"] == pytest.approx(ratio * (
+            (ev["fid_at_floor_samples_std"] / 3 ** 0.5 / ev["fid_at_floor_samples"]) ** 2
+            + (se_ref / fid_ref) ** 2) ** 0.5)
+        assert 0 < ev[f"fid_over_{ref}_se"] < ev[f"fid_over_{ref}"]
+        # that reference's own ratio at 3 seeds spans about 1 by noise alone
+        assert 0.3 < ev[f"{ref}_band_lo"] < 1 < ev[f"{ref}_band_hi"] < 3
+    assert ev["fid_copier"] < ev["fid_novel"]  # copies score below new images
+    # what the held-out real images score, beside the generator's precision and recall
+    assert 0.5 < ev["precision_real"] <= 1 and 0.5 < ev["recall_real"] <= 1
+    assert ev["real_samples"] == ws["outputs/prepare/metrics.json"]["data"]["floor_samples"]
+    assert ev["fid_se"] == pytest.approx(ev["fid_std"] / 3 ** 0.5)
     assert ws["outputs/register/decision.json"]["data"]["promoted"] is True
     prep = ws["outputs/prepare/metrics.json"]["data"]
     assert 0.5 < prep["classifier_accuracy"] <= 1.0
@@ -110,8 +116,10 @@ def test_whole_pipeline(repo):
     c = _store(repo)
     champ = c.get_model_version_by_alias("resgan", "champion")
     assert float(champ.tags["fid"]) == pytest.approx(ev["fid"])
-    assert float(champ.tags["fid_over_floor"]) == pytest.approx(ev["fid_over_floor"])
-    assert float(champ.tags["fid_over_floor_se"]) == pytest.approx(ev["fid_over_floor_se"])
+    assert float(champ.tags["fid_over_copier"]) == pytest.approx(ev["fid_over_copier"])
+    assert float(champ.tags["fid_over_novel_se"]) == pytest.approx(ev["fid_over_novel_se"])
+    assert json.loads(champ.tags["fid_per_seed"]) == pytest.approx(
+        json.loads((repo[0] / "outputs/eval/score.json").read_text())["fid_per_seed"])
     train_run = c.get_run((repo[0] / "outputs/train/run_id.txt").read_text().strip())
     assert "fid_classifier_n200" in train_run.data.metrics
     logged = [a.path for a in c.list_artifacts(train_run.info.run_id, "logs")]
@@ -187,12 +195,12 @@ def test_queued_experiment_runs_in_a_temporary_copy_and_registers_into_the_works
     head = _git(repo, "rev-parse", "HEAD").strip()
     before = len(_store(repo).search_model_versions("name='resgan'"))
 
-    _dvc(repo, "exp", "run", "--queue", "-n", "margin-zero", "-S", "register.min_improvement=0.0")
+    _dvc(repo, "exp", "run", "--queue", "-n", "alpha-tenth", "-S", "register.alpha=0.1")
     _dvc(repo, "queue", "start", "-j", "1")
     deadline = time.time() + 900
     while True:
         status = _dvc(repo, "queue", "status").stdout
-        if "margin-zero" in status and not any(s in status for s in ("Queued", "Running")):
+        if "alpha-tenth" in status and not any(s in status for s in ("Queued", "Running")):
             break
         assert time.time() < deadline, f"the queue did not finish in 900 s:\n{status}"
         time.sleep(3)
@@ -206,18 +214,21 @@ def test_queued_experiment_runs_in_a_temporary_copy_and_registers_into_the_works
     versions = c.search_model_versions("name='resgan'")
     assert len(versions) == before + 1  # in the workspace's store, not the copy's
     new = max(versions, key=lambda v: int(v.version))
-    assert new.tags["resgan.dvc_exp"] == "margin-zero" and new.tags["git_commit"] == head
+    assert new.tags["resgan.dvc_exp"] == "alpha-tenth" and new.tags["git_commit"] == head
 
     shown = json.loads(_dvc(repo, "exp", "show", "--json").stdout)
     exps = {r["name"]: r["data"] for e in shown for x in (e.get("experiments") or [])
             for r in x["revs"]}
-    data = exps["margin-zero"]
-    assert data["params"]["params.yaml"]["data"]["register"]["min_improvement"] == 0.0
+    data = exps["alpha-tenth"]
+    assert data["params"]["params.yaml"]["data"]["register"]["alpha"] == 0.1
     fid = data["metrics"]["outputs/eval/metrics.json"]["data"]["fid"]
     baseline = next(e for e in shown if e["rev"] not in ("workspace",))["data"]
     assert fid == baseline["metrics"]["outputs/eval/metrics.json"]["data"]["fid"]  # not re-run
     decision = data["metrics"]["outputs/register/decision.json"]["data"]
-    assert decision["version"] == str(new.version) and decision["min_improvement"] == 0.0
+    assert decision["version"] == str(new.version) and decision["alpha"] == 0.1
+    # the same generator again: scored with the champion on fresh seeds, an equal model
+    assert decision["promoted"] is False and decision["champion_rescored"] is True
+    assert decision["comparison"]["improvement"] == 0.0
 
 
 def test_dvc_remote_round_trip_needs_no_stage_again(repo, tmp_path):
@@ -288,7 +299,8 @@ def test_ablation_and_quality_reports(repo):
     for name in ("champion", "plain", "ablation-best", "real"):
         assert (docs / f"samples-{name}.png").read_bytes()[:4] == b"\x89PNG"
     prep = json.loads((repo[0] / "outputs/prepare/metrics.json").read_text())
-    assert f"| {prep['fid_floor']:.2f} | 1.0 |" in q
+    assert f"| {prep['fid_copier']:.2f} | 1.0 |" in q
+    assert f"| {prep['fid_novel']:.2f} | {prep['fid_novel'] / prep['fid_copier']:.2f} |" in q
 
 
 @pytest.mark.parametrize("workers", [2, "auto"])  # DDP workers; Ray Train's local mode
@@ -401,7 +413,7 @@ def test_killed_tune_stage_restores_the_experiment(repo):
     ("train", "lr_g", -1.0, "train", "train.lr_g: Input should be greater than 0"),
     ("eval", "num_samples", "many", "evaluate", "eval.num_samples: Input should be a valid integer"),
     ("data", "dataset", "imagenet", "prepare", "data.dataset: Input should be 'digits'"),
-    ("register", "nickname", "x", "register", "register.nickname: unknown key; allowed keys: lock_timeout_s, min_improvement, model_name"),
+    ("register", "nickname", "x", "register", "register.nickname: unknown key; allowed keys: alpha, lock_timeout_s, min_improvement, model_name"),
 ])
 def test_bad_input_fails_in_one_line_and_loses_nothing(repo, section, key, value, stage, expected):
     p = repo[0] / "params.yaml"

@@ -8,8 +8,8 @@ import torch
 
 from conftest import gaussian_feats
 from resgan.metrics.features import FeatureError, build_extractor
-from resgan.metrics.fid import (feature_stats, fid_from_features, load_stats, sampling_floor,
-                                save_stats)
+from resgan.metrics.fid import (copier_draws, feature_stats, fid_from_features, load_stats,
+                              mean_and_se, novel_draws, ratio_band, save_stats)
 from pytorch_fid.fid_score import calculate_frechet_distance
 
 
@@ -31,37 +31,78 @@ def test_sampled_gaussians_approach_the_closed_form():
     assert fid_from_features(a, *feature_stats(a)) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_sampling_floor_of_two_clusters_by_hand():
-    """Two tight clusters at x = +-a, half the points each: i.i.d. draws of n put k of them
-    at +a with k binomial, so the sample mean's x is off by a(2k/n - 1), whose square has
-    expectation a^2 / n; the covariance term is O(1/n^2). A label-stratified subset (exactly
-    n/2 per cluster) has no such term: it scores far below what any i.i.d. draw is expected to."""
-    rng = np.random.default_rng(0)
+def _clusters(a, n_points, seed=0):
+    """Two tight clusters at x = +-a, half the points each."""
+    rng = np.random.default_rng(seed)
+    h = n_points // 2
+    return np.concatenate([rng.normal([a, 0], 0.05, (h, 2)), rng.normal([-a, 0], 0.05, (h, 2))])
+
+
+def test_copier_floor_of_two_clusters_by_hand():
+    """i.i.d. draws of n put k of them at +a with k binomial, so the sample mean's x is off by
+    a(2k/n - 1), whose square has expectation a^2 / n; the covariance term is O(1/n^2). A
+    label-stratified subset (exactly n/2 per cluster) has no such term: it scores far below
+    what any i.i.d. draw is expected to."""
     a, n = 10.0, 50
-    x = np.concatenate([rng.normal([a, 0], 0.05, (500, 2)), rng.normal([-a, 0], 0.05, (500, 2))])
+    x = _clusters(a, 1000)
     mu, sigma = feature_stats(x)
-    floor, se, draws = sampling_floor(x, mu, sigma, n, seed=1)
+    draws = copier_draws(x, mu, sigma, n, seed=1)
+    floor, se = mean_and_se(draws)
     assert floor == pytest.approx(a * a / n, rel=0.1)  # 2.0 by hand
     # drawn until the standard error is 1 % of the mean, or 4,000 draws (here: a chi-square
     # of one degree of freedom, relative spread sqrt(2), would need 20,000)
-    assert draws == 4000 and se == pytest.approx(2 ** 0.5 * floor / 4000 ** 0.5, rel=0.15)
-    assert sampling_floor(x, mu, sigma, n, seed=1) == (floor, se, draws)  # deterministic
+    assert len(draws) == 4000 and se == pytest.approx(2 ** 0.5 * floor / 4000 ** 0.5, rel=0.15)
+    assert np.array_equal(copier_draws(x, mu, sigma, n, seed=1), draws)  # deterministic
     stratified = np.concatenate([x[:n // 2], x[500:500 + n // 2]])
     assert fid_from_features(stratified, mu, sigma) < 0.1 * floor
 
 
-def test_sampling_floor_is_the_mean_of_its_draws():
+def test_novel_images_score_above_the_copier_by_hand():
+    """New images: a random split of M = n + N points into n and a reference of N. The
+    difference of the two parts' means, (M/N)(mean_S - mean_pop), has variance
+    a^2 M^2 / (n N (M - 1)) for clusters at +-a (sampling without replacement): 0.534 for
+    n = 250, N = 750, a = 10, against a^2 / n = 0.4 for a copier of the same reference."""
+    a, n, big_n = 10.0, 250, 750
+    pool = _clusters(a, n + big_n, seed=2)
+    order = np.random.default_rng(0).permutation(len(pool))
+    train, heldout = pool[order[n:]], pool[order[:n]]
+    novel = novel_draws(train, heldout, seed=3)
+    m = n + big_n
+    assert mean_and_se(novel)[0] == pytest.approx(a * a * m * m / (n * big_n * (m - 1)), rel=0.06)
+    copier = copier_draws(train, *feature_stats(train), n, seed=3)
+    assert mean_and_se(copier)[0] == pytest.approx(a * a / n, rel=0.06)
+    # each draw is the FID of a random split, recomputed here by hand
+    rng = np.random.default_rng(3)
+    o = rng.permutation(m)
+    both = np.concatenate([train, heldout])
+    assert novel[0] == pytest.approx(calculate_frechet_distance(
+        *feature_stats(both[o[:n]]), *feature_stats(both[o[n:]])), rel=1e-12)
+
+
+def test_draws_stop_by_count_or_error_and_are_the_draws():
     x = gaussian_feats(200, 3, 0.0, 1.0, seed=2)
     mu, sigma = feature_stats(x)
-    floor, se, draws = sampling_floor(x, mu, sigma, 40, seed=3, block=20, max_draws=20)
-    assert draws == 20 and se > 0.01 * floor  # stopped by max_draws
-    assert sampling_floor(x, mu, sigma, 40, seed=3, block=20, rel_se=0.5)[2] == 20  # by the error
+    draws = copier_draws(x, mu, sigma, 40, seed=3, block=20, max_draws=20)
+    floor, se = mean_and_se(draws)
+    assert len(draws) == 20 and se > 0.01 * floor  # stopped by max_draws
+    assert len(copier_draws(x, mu, sigma, 40, seed=3, block=20, rel_se=0.5)) == 20  # by the error
     rng = np.random.default_rng(3)
     by_hand = [calculate_frechet_distance(*feature_stats(x[rng.integers(0, 200, 40)]), mu, sigma)
                for _ in range(20)]
-    assert draws == 20
-    assert floor == pytest.approx(np.mean(by_hand), rel=1e-9)
+    assert draws == pytest.approx(by_hand, rel=1e-9)
     assert se == pytest.approx(np.std(by_hand, ddof=1) / 20 ** 0.5, rel=1e-9)
+
+
+def test_ratio_band_is_the_spread_of_a_mean_of_draws():
+    """Draws of a chi-square of 1 degree of freedom: the mean of 10 is chi2(10)/10, whose
+    5-95 % range is 0.394-1.831 (scipy)."""
+    from scipy import stats
+
+    draws = np.random.default_rng(0).chisquare(1, 200_000)
+    lo, hi = ratio_band(draws, 10)
+    assert lo == pytest.approx(stats.chi2.ppf(0.05, 10) / 10, rel=0.03)
+    assert hi == pytest.approx(stats.chi2.ppf(0.95, 10) / 10, rel=0.03)
+    assert ratio_band(np.full(50, 3.0), 10) == pytest.approx((1.0, 1.0))
 
 
 def test_fewer_samples_than_dims_warns():

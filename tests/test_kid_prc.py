@@ -155,8 +155,13 @@ def test_scorer_scores_kid_and_precision_recall(prepared_dir):
     # from the same features as the FID: seed 0 alone, recomputed here
     one = Scorer(prepared_dir, features="classifier", num_samples=100, seed=0).score(G)
     feats = extract_all(scorer.extract, sample(G, 100, seed=0).split(250))
-    assert (one.kid, one.kid_std) == pytest.approx(kid(scorer.ref_features, feats, seed=0))
-    assert one.per_seed[0] == pytest.approx(s.per_seed[0])
+    assert one.kid == pytest.approx(kid(scorer.ref_features, feats, seed=0)[0])
+    assert one.kid_heldout == pytest.approx(kid(scorer.heldout_features, feats, seed=0)[0])
+    assert one.kid_std == 0.0 and one.per_seed[0] == pytest.approx(s.per_seed[0])
+    # the ± of KID, precision and recall is their SD over the sample seeds
+    feats1 = extract_all(scorer.extract, sample(G, 100, seed=1).split(250))
+    kids = [one.kid, kid(scorer.ref_features, feats1, seed=1)[0]]
+    assert s.kid == pytest.approx(np.mean(kids)) and s.kid_std == pytest.approx(np.std(kids, ddof=1))
 
     fid_only = scorer.with_samples(80).score(G, fid_only=True)
     assert fid_only.kid is None and fid_only.recall is None and fid_only.fid > 0

@@ -1,5 +1,6 @@
-"""The champion gate on a real embedded MLflow store: protocols, the noise margin, the lock,
-concurrent registrations, promote/rollback, and `resgan sample` from the registry."""
+"""The champion gate on a real embedded MLflow store: fresh seeds and the paired test,
+protocols, the lock, concurrent registrations, promote/rollback, and `resgan sample` from
+the registry."""
 
 import json
 import shutil
@@ -16,37 +17,70 @@ from conftest import ROOT
 from resgan.cli import main as cli
 from resgan.metrics.scoring import Protocol, Scorer
 from resgan.nets import Generator
-from resgan.registry import ALIAS, PREVIOUS, register, should_promote
+from resgan.registry import ALIAS, GATE_SEED_BASE, PREVIOUS, fresh_seeds, register
 from resgan.training import checkpoint as ckpt_io
 
 P = {"features": "classifier", "extractor": "abc", "dims": 64, "num_samples": 200, "seed": 0,
-     "repeats": 1, "reference": "ref"}
+     "repeats": 3, "reference": "ref", "code": "c0de"}
 
 
 def _score(fid, **protocol):
-    return {"fid": fid, "fid_std": 0.1, "protocol": {**P, **protocol}}
-
-
-def test_gate_rules():
-    assert should_promote(5.0, None, 0.5)[0]
-    assert should_promote(5.0, 6.0, 0.5)[0]
-    assert not should_promote(5.0, 5.4, 0.5)[0]  # better, but within the noise margin
-    assert not should_promote(5.0, 5.5, 0.5)[0]  # exactly the margin: not more than it
-    assert should_promote(5.0, 5.5, 0.0)[0]
-    assert not should_promote(5.0, 5.0, 0.0)[0]
-    assert not should_promote(5.0, 4.0, 0.0)[0]
-    assert not should_promote(float("nan"), None, 0.0)[0]
+    """A score of 3 seeds, SD 0.1 (the gate without re-scoring compares these, Welch)."""
+    return {"fid": fid, "fid_std": 0.1, "fid_per_seed": [fid - 0.1, fid, fid + 0.1],
+            "protocol": {**P, **protocol}}
 
 
 def test_protocol_names_everything_a_fid_depends_on():
     a = Protocol(**P)
     assert a.differences(Protocol(**P)) == [] and a.id == Protocol(**P).id
     for key, value in (("dims", 2048), ("extractor", "other"), ("num_samples", 1000),
-                       ("seed", 1), ("repeats", 5), ("reference", "x"), ("features", "inception")):
+                       ("seed", 1), ("repeats", 5), ("reference", "x"), ("features", "inception"),
+                       ("code", "other")):
         b = Protocol(**{**P, key: value})
         assert a.differences(b) == [key] and a.id != b.id
+        # the family is the protocol but its seeds: the gate's history is kept per family
+        assert (a.family == b.family) == (key in ("seed", "repeats"))
     assert Protocol.from_tags(a.tags()) == a
     assert Protocol.from_tags({"fid": "1"}) is None  # a version registered before protocols
+
+
+def _other_quantize(x):  # a change of the scoring code path: rounds down instead of half up
+    return (x.float() * 127.5 + 127.5).clamp(0, 255).to(torch.uint8)
+
+
+def _other_sample(G, n, *, seed, device="cpu", batch_size=500):  # another way to sample
+    return torch.zeros(n, 1, 8, 8)
+
+
+def test_a_change_of_scoring_code_changes_the_protocol(prepared_layout, monkeypatch):
+    """Quantisation, sampling, the extractors' forward pass: a change to any of them changes
+    the protocol id (so the gate never compares scores across it) and the key of the cached
+    real statistics (so prepare recomputes them)."""
+    import resgan.metrics.features as features
+    import resgan.nets.models as models
+    from resgan.metrics.cache import extractor_key
+
+    def protocol_and_key():
+        p = Scorer(prepared_layout, features="classifier", num_samples=100, seed=0).protocol
+        return p, extractor_key("classifier",
+                                classifier_path=prepared_layout / "features" / "classifier.pt")
+
+    before, key = protocol_and_key()
+    for module, name, other in ((features, "quantize", _other_quantize),
+                                (models, "sample", _other_sample)):
+        with monkeypatch.context() as m:
+            m.setattr(module, name, other)
+            after, key_after = protocol_and_key()
+        assert after.differences(before) == ["code"] and after.id != before.id
+        assert key_after["code"] != key["code"] and key_after["weights"] == key["weights"]
+    assert protocol_and_key()[0] == before  # the code back as it was: the same protocol
+
+
+def test_fresh_seeds_skip_used_and_evaluated_ones():
+    b = GATE_SEED_BASE
+    assert fresh_seeds(set(), 3, [range(0, 10)]) == range(b, b + 3)
+    assert fresh_seeds({b, b + 1, b + 2}, 3, []) == range(b + 3, b + 6)
+    assert fresh_seeds(set(), 3, [range(b + 1, b + 5)]) == range(b + 5, b + 8)
 
 
 def _generator_file(path, seed):
@@ -73,8 +107,9 @@ def test_worse_model_never_takes_champion(mlflow_store, tmp_path):
     c = tracking.client()
     assert d1.promoted and not d2.promoted and d2.margin == pytest.approx(-2.0)
     assert str(c.get_model_version_by_alias("m", ALIAS).version) == d1.version == "1"
-    d3 = register(g[2], run_id=_run_id("c"), score=_score(9.7), **kw)  # within the noise
-    assert not d3.promoted and "min_improvement" in d3.reason
+    d3 = register(g[2], run_id=_run_id("c"), score=_score(9.7), **kw)  # better by < 0.5
+    assert not d3.promoted and "null: improvement <= 0.5" in d3.reason
+    assert d3.comparison.test == "Welch's t-test" and d3.comparison.p_value > 0.5
     d4 = register(g[3], run_id=_run_id("d"), score=_score(8.0), **kw)
     assert d4.promoted and d4.champion_fid_before == pytest.approx(10.0)
     assert d4.margin == pytest.approx(2.0) and not d4.champion_rescored
@@ -112,40 +147,75 @@ def prepared_layout(prepared, tmp_path_factory):
     return d
 
 
-def test_gate_rescores_a_champion_scored_under_another_protocol(mlflow_store, tmp_path,
-                                                                prepared_layout):
-    """The champion was scored at 100 samples and one seed; the candidate at 300 samples and
-    two seeds: the gate scores the champion again under the candidate's protocol."""
+def test_without_rescoring_other_protocols_are_never_compared(mlflow_store, tmp_path):
+    g = [_generator_file(tmp_path / f"g{i}.pt", i) for i in range(3)]
+    assert register(g[0], run_id=_run_id("a"), model_name="m", score=_score(10.0),
+                    commit="x").promoted
+    d = register(g[1], run_id=_run_id("b"), model_name="m", commit="x",
+                 score=_score(0.001, num_samples=300))
+    assert not d.promoted and "not comparable" in d.reason and "num_samples" in d.reason
+    one_seed = {**_score(0.001), "fid_per_seed": [0.001]}
+    d = register(g[2], run_id=_run_id("c"), model_name="m", commit="x", score=one_seed)
+    assert not d.promoted and "at least 2 per-seed FIDs" in d.reason
+
+
+def test_gate_scores_both_models_on_fresh_seeds(mlflow_store, tmp_path, prepared_layout):
+    """The pipeline's gate: the champion and the candidate scored on the same fresh seeds
+    (never the seeds the champion was scored on before), a paired test; an equal model
+    re-registered is not promoted, a clearly better one is, a worse one is not, and the
+    champion's per-seed history grows."""
     from resgan import tracking
 
-    g1, g2 = _generator_file(tmp_path / "g1.pt", 1), _generator_file(tmp_path / "g2.pt", 2)
-    G1 = ckpt_io.generator_from(ckpt_io.load(g1))
-    old = Scorer(prepared_layout, features="classifier", num_samples=100, seed=0, repeats=1)
-    new = Scorer(prepared_layout, features="classifier", num_samples=300, seed=5, repeats=2)
-    s1 = old.score(G1).as_dict()
-    d1 = register(g1, run_id=_run_id("a"), model_name="m", score=s1, commit="x")
-    assert d1.promoted
+    scorer = Scorer(prepared_layout, features="classifier", num_samples=100, seed=0, repeats=5)
+    files = [_generator_file(tmp_path / f"g{i}.pt", i) for i in range(4)]
+    gens = [ckpt_io.generator_from(ckpt_io.load(f)) for f in files]
+    scores = [scorer.score(G, fid_only=True) for G in gens]
+    worse, *_, better = sorted(range(4), key=lambda i: -scores[i].fid)
+    gap = scores[worse].fid - scores[better].fid
+    assert gap > 4 * max(scores[i].fid_std for i in (worse, better))  # untrained G: far apart
 
-    # without a way to re-score, scores under other protocols are never compared
-    s2 = _score(0.001, **{**s1["protocol"], "num_samples": 300})
-    d = register(g2, run_id=_run_id("b"), model_name="m", score=s2, commit="x")
-    assert not d.promoted and "not comparable" in d.reason and "num_samples" in d.reason
+    calls = []
 
-    expected = new.score(G1)  # the champion under the new protocol, computed here directly
-    assert expected.fid != pytest.approx(s1["fid"], abs=1e-6)
-    assert len(expected.per_seed) == 2 and expected.fid_std > 0
-    cand = {**expected.as_dict(), "fid": expected.fid - 1.0}  # a candidate clearly better
-    d3 = register(g2, run_id=_run_id("c"), model_name="m", score=cand, commit="x",
-                  min_improvement=0.5, rescore=lambda G: new.score(G).as_dict())
-    assert d3.champion_rescored and d3.promoted
-    assert d3.champion_fid_before == pytest.approx(s1["fid"])
-    assert d3.champion_fid_compared == pytest.approx(expected.fid, rel=1e-9)
-    assert d3.margin == pytest.approx(1.0)
+    def rescore(G, seeds):
+        calls.append(seeds)
+        return list(scorer.with_seeds(seeds).score(G, fid_only=True).per_seed)
+
+    def reg(i, name):
+        return register(files[i], run_id=_run_id(name), model_name="m", commit="x",
+                        score=scores[i].as_dict(), rescore=rescore)
+
+    b = GATE_SEED_BASE
+    assert reg(worse, "first").promoted and not calls  # no champion: nothing to compare
+    again = reg(worse, "again")  # the same generator registered again: an equal model
+    assert not again.promoted and again.champion_rescored and again.seeds == f"{b}-{b + 4}"
+    assert calls == [range(b, b + 5)] * 2  # champion and candidate, the same fresh seeds
+    cmp = again.comparison
+    assert cmp.test == "paired t-test" and cmp.improvement == 0.0 and cmp.p_value == 1.0
+    on_fresh = scorer.with_seeds(range(b, b + 5)).score(gens[worse], fid_only=True)
+    assert cmp.champion_fid == pytest.approx(on_fresh.fid, rel=1e-12)
+    assert cmp.champion_sd == pytest.approx(on_fresh.fid_std, rel=1e-9)
+
+    up = reg(better, "better")
+    assert up.promoted and up.seeds == f"{b + 5}-{b + 9}"  # fresh again for the champion
+    assert up.margin == pytest.approx(gap, rel=0.5) and up.comparison.p_value < 0.05
+    assert up.champion_history["seeds"] == 10  # both challenges of version 1
     c = tracking.client()
-    v1 = c.get_model_version("m", d1.version)  # both scores recorded on the versions
-    assert float(v1.tags[f"rescored.{expected.protocol.id}.fid"]) == pytest.approx(expected.fid)
-    assert float(c.get_model_version("m", d3.version).tags["decision.champion_fid"]) == \
-        pytest.approx(expected.fid)
+    v1 = c.get_model_version("m", "1")
+    family = scores[worse].protocol.family
+    hist = json.loads(v1.tags[f"gate.scores.{family}"])
+    assert sorted(map(int, hist)) == list(range(b, b + 10))
+    assert hist[str(b)] == pytest.approx(on_fresh.per_seed[0], rel=1e-12)
+    v3 = c.get_model_version("m", up.version)
+    assert v3.tags["decision.test"] == "paired t-test" and float(v3.tags["decision.p_value"]) < 0.05
+    assert json.loads(v3.tags["fid_per_seed"]) == pytest.approx(list(scores[better].per_seed))
+    assert str(c.get_model_version_by_alias("m", ALIAS).version) == up.version
+
+    down = reg(worse, "worse")  # the new champion was selected on b+5..b+9: fresh are b+10..
+    assert not down.promoted and down.margin < 0 and down.seeds == f"{b + 10}-{b + 14}"
+    assert str(c.get_model_version_by_alias("m", ALIAS).version) == up.version
+    decision = down.as_dict()
+    json.dumps(decision)  # decision.json
+    assert decision["comparison"]["p_value"] > 0.95 and decision["alpha"] == 0.05
 
 
 _CONCURRENT = textwrap.dedent("""
@@ -159,7 +229,8 @@ _CONCURRENT = textwrap.dedent("""
             time.sleep(pause)
         return v
     reg._alias_version = slow
-    score = {"fid": fid, "fid_std": 0.1, "protocol": %r}
+    score = {"fid": fid, "fid_std": 0.1, "fid_per_seed": [fid - 0.1, fid, fid + 0.1],
+             "protocol": %r}
     reg.log_generator = lambda p, r: "runs:/" + r + "/generator"  # skip the slow pt2 export
     while time.time() < go:
         time.sleep(0.01)

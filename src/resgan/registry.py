@@ -1,13 +1,22 @@
-"""Model registry: register every version, move ``champion`` only when it is clearly better.
+"""Model registry: register every version, move ``champion`` only when it is shown better.
 
-A version is always registered (the record of what was trained). The gate:
+A version is always registered (the record of what was trained), with its evaluate score and
+that score's per-seed FIDs. The gate:
 
-- FIDs are compared only under the same scoring protocol (resgan.metrics.scoring): when the
-  champion was scored under another one (another extractor or its weights, dims, sample
-  count, seeds or reference statistics), the champion is re-scored now under the
-  candidate's protocol and those two numbers are compared. Both are recorded.
-- The candidate must beat the champion by more than ``min_improvement`` FID points, a margin
-  measured from the FID's noise over sample seeds (README).
+- *Fresh seeds, both models.* When a champion exists, the gate scores the champion and the
+  candidate again, FID only, under the candidate's scoring protocol on ``eval.repeats``
+  sample seeds that the champion has never been scored on (from GATE_SEED_BASE up): a
+  champion's lucky draw is not carried into the next comparison (no winner's curse), and a
+  champion scored under another protocol is scored under this one. The scores on those
+  seeds grow the champion's history, a tag per protocol family (``gate.scores.<family>``).
+- *A test with a stated error rate.* The per-seed differences go to a one-sided paired
+  t-test (resgan.metrics.significance): the candidate is promoted when p < ``alpha``, so an
+  equal model is promoted about ``alpha`` of the time (bench/gate.py measures it, and the
+  power). ``min_improvement`` (FID points, default 0) moves the null hypothesis up, for a
+  practical minimum on top of the statistics.
+- Without a way to re-score (``rescore`` None, a caller outside the pipeline), the stored
+  per-seed FIDs of both versions are compared with Welch's t-test, when their protocols
+  are the same; otherwise the gate declines.
 - The read-decide-move of the aliases runs under a registry-wide promotion lock, so two
   registrations at once never leave the worse model as champion.
 - The replaced champion keeps the alias ``previous-champion``; ``promote`` and ``rollback``
@@ -18,10 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import math
 import os
 import shutil
 import socket
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +44,7 @@ import torch
 
 from resgan import tracking
 from resgan.metrics.scoring import Protocol
+from resgan.metrics.significance import Comparison, compare
 from resgan.training import checkpoint as ckpt_io
 
 ALIAS = "champion"
@@ -51,34 +63,30 @@ class Decision:
     promoted: bool
     reason: str
     version: str
-    fid: float
-    fid_std: float | None
+    fid: float  # the candidate's evaluate FID (mean over its protocol's seeds)
+    fid_std: float | None  # its SD over those seeds
     protocol: str | None  # the candidate's protocol id
+    alpha: float
     min_improvement: float
     champion_version_before: str | None
-    champion_fid_before: float | None  # as recorded on the champion
-    champion_fid_compared: float | None  # what the gate compared (re-scored if protocols differ)
-    champion_rescored: bool
-    margin: float | None  # champion_fid_compared - fid (positive: the candidate is better)
+    champion_fid_before: float | None  # as recorded on the champion (its evaluate FID)
+    champion_rescored: bool  # both models scored on fresh seeds
+    seeds: str | None  # the seeds compared, "first-last"
+    comparison: Comparison | None  # the test, both models' means and SDs, p-value, ...
+    champion_history: dict[str, float] | None = None  # seeds, mean, SD of its gate scores
     kind: str = "gate"  # gate or manual
+
+    @property
+    def margin(self) -> float | None:
+        """The champion's FID minus the candidate's on the compared seeds."""
+        return None if self.comparison is None else self.comparison.improvement
+
+    @property
+    def champion_fid_compared(self) -> float | None:
+        return None if self.comparison is None else self.comparison.champion_fid
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def should_promote(fid: float, champion_fid: float | None,
-                   min_improvement: float) -> tuple[bool, str]:
-    """The rule, on two FIDs under the same protocol (``champion_fid`` None: no champion)."""
-    if not math.isfinite(fid):
-        return False, "the new FID is not finite"
-    if champion_fid is None:
-        return True, "no champion yet"
-    margin = champion_fid - fid
-    if margin > min_improvement:
-        return True, (f"FID {fid:.4f} beats the champion's {champion_fid:.4f} by {margin:.4f} "
-                      f"> min_improvement {min_improvement}")
-    return False, (f"FID {fid:.4f} vs the champion's {champion_fid:.4f}: improvement "
-                   f"{margin:.4f} <= min_improvement {min_improvement}")
 
 
 def log_generator(generator_path: str | Path, run_id: str) -> str:
@@ -222,8 +230,9 @@ def champion_generator(model_name: str, version) -> torch.nn.Module:
 
 
 def register(generator_path: str | Path, *, run_id: str, model_name: str,
-             score: dict[str, Any], commit: str, min_improvement: float = 0.0,
-             rescore: Callable[[torch.nn.Module], dict[str, Any]] | None = None,
+             score: dict[str, Any], commit: str, alpha: float = 0.05,
+             min_improvement: float = 0.0,
+             rescore: Callable[[torch.nn.Module, range], list[float]] | None = None,
              extra_tags: dict[str, Any] | None = None, lock_timeout_s: float = 300.0) -> Decision:
     """Register a new version from a train run and apply the champion gate.
 
@@ -231,13 +240,14 @@ def register(generator_path: str | Path, *, run_id: str, model_name: str,
         generator_path: the train stage's generator file.
         run_id: the MLflow run the generator came from.
         model_name: registered model name.
-        score: evaluate's score (fid, fid_std, protocol: a dict of Protocol's fields).
+        score: evaluate's score (fid, fid_std, fid_per_seed, protocol: Protocol's fields).
         commit: the git commit recorded on the version.
-        min_improvement: FID points the candidate must beat the champion by.
-        rescore: scores a generator under the candidate's protocol (returns fid, fid_std);
-            needed when the champion was scored under another protocol, else the gate
-            declines (the scores are not comparable).
-        extra_tags: more version tags (fid floor, DVC experiment, ...).
+        alpha: the test's level: an equal model is promoted about this often.
+        min_improvement: FID points of improvement under the null hypothesis (0: any).
+        rescore: per-seed FIDs of a generator on the given seeds under the candidate's
+            protocol; the gate then compares both models on fresh seeds (paired). Without
+            it, the stored per-seed scores are compared when the protocols are equal.
+        extra_tags: more version tags (the references, DVC experiment, ...).
         lock_timeout_s: how long to wait for another registration's gate.
     """
     from mlflow.exceptions import MlflowException
@@ -253,56 +263,129 @@ def register(generator_path: str | Path, *, run_id: str, model_name: str,
     mv = c.create_model_version(model_name, source=model_uri, run_id=run_id, model_id=model_id)
     protocol = Protocol.from_dict(score["protocol"])
     fid, fid_std = float(score["fid"]), score.get("fid_std")
+    per_seed = [float(f) for f in score.get("fid_per_seed") or []]
     _tag(c, model_name, mv.version, {
         "fid": repr(fid), "fid_std": None if fid_std is None else repr(float(fid_std)),
+        "fid_per_seed": json.dumps(per_seed) if per_seed else None,
         "features": protocol.features, "num_samples": protocol.num_samples,
         "git_commit": commit, **protocol.tags(), **(extra_tags or {})})
 
     with promotion_lock(model_name, lock_timeout_s):
         champ = _alias_version(c, model_name, ALIAS)
-        champ_fid = champ_compared = None
-        rescored = False
-        reason = None
-        if champ is not None:
-            champ_fid = float(champ.tags.get("fid", "nan"))
-            champ_protocol = Protocol.from_tags(champ.tags)
-            diff = protocol.differences(champ_protocol)
-            if not diff:
-                champ_compared = champ_fid
-            elif rescore is not None:
-                again = rescore(champion_generator(model_name, champ))
-                champ_compared, rescored = float(again["fid"]), True
-                _tag(c, model_name, champ.version, {
-                    f"rescored.{protocol.id}.fid": repr(champ_compared),
-                    f"rescored.{protocol.id}.fid_std": repr(float(again.get("fid_std", 0.0)))})
-            else:
-                reason = (f"not comparable: the champion (version {champ.version}) was scored "
-                          f"under another protocol ({', '.join(diff)} differ) and cannot be "
-                          f"re-scored here")
-        if reason is None:
-            promote, reason = should_promote(fid, champ_compared, min_improvement)
-            if rescored:
-                reason += (f" (champion re-scored under this protocol: {champ_compared:.4f}; "
-                           f"recorded {champ_fid:.4f} under its own)")
-        else:
-            promote = False
-        if promote:
-            _move_champion(c, model_name, mv.version, champ)
-        margin = None if champ_compared is None else champ_compared - fid
         decision = Decision(
-            promoted=promote, reason=reason, version=str(mv.version), fid=fid,
+            promoted=False, reason="", version=str(mv.version), fid=fid,
             fid_std=None if fid_std is None else float(fid_std), protocol=protocol.id,
-            min_improvement=min_improvement,
+            alpha=alpha, min_improvement=min_improvement,
             champion_version_before=None if champ is None else str(champ.version),
-            champion_fid_before=champ_fid, champion_fid_compared=champ_compared,
-            champion_rescored=rescored, margin=margin)
-        _tag(c, model_name, mv.version, {
-            "promotion": reason, "decision": "promoted" if promote else "declined",
-            "decision.kind": "gate", "decision.margin": None if margin is None else repr(margin),
-            "decision.min_improvement": repr(min_improvement),
-            "decision.champion_version": decision.champion_version_before,
-            "decision.champion_fid": None if champ_compared is None else repr(champ_compared)})
+            champion_fid_before=None if champ is None else float(champ.tags.get("fid", "nan")),
+            champion_rescored=False, seeds=None, comparison=None)
+        if not math.isfinite(fid):
+            decision.reason = "the new FID is not finite"
+        elif champ is None:
+            decision.promoted, decision.reason = True, "no champion yet"
+        elif rescore is not None:
+            _challenge(c, model_name, champ, mv, protocol, generator_path, rescore, decision)
+        else:
+            _compare_stored(champ, protocol, per_seed, decision)
+        if decision.promoted:
+            _move_champion(c, model_name, mv.version, champ)
+        _tag(c, model_name, mv.version, _decision_tags(decision))
     return decision
+
+
+def _decision_tags(d: Decision) -> dict[str, Any]:
+    """The gate's decision as version tags (``decision.*``; the reason as ``promotion``)."""
+    tags = {"promotion": d.reason, "decision": "promoted" if d.promoted else "declined",
+            "decision.kind": d.kind, "decision.alpha": repr(d.alpha),
+            "decision.min_improvement": repr(d.min_improvement),
+            "decision.champion_version": d.champion_version_before, "decision.seeds": d.seeds}
+    cmp = d.comparison
+    if cmp is not None:
+        tags.update({"decision.test": cmp.test, "decision.p_value": repr(cmp.p_value),
+                     "decision.t": repr(cmp.t), "decision.margin": repr(cmp.improvement),
+                     "decision.margin_se": repr(cmp.se),
+                     "decision.detectable": repr(cmp.detectable),
+                     "decision.champion_fid": repr(cmp.champion_fid),
+                     "decision.champion_fid_sd": repr(cmp.champion_sd),
+                     "decision.candidate_fid": repr(cmp.candidate_fid),
+                     "decision.candidate_fid_sd": repr(cmp.candidate_sd)})
+    return tags
+
+
+GATE_SEED_BASE = 1_000_000_000  # the gate's fresh seeds start here, far from eval.seed's
+HISTORY_KEEP = 500  # per-seed gate scores kept on a version, per protocol family
+
+
+def _history(tags: dict[str, str], family: str) -> dict[int, float]:
+    """A version's gate scores under a protocol family: {seed: FID}."""
+    try:
+        return {int(k): float(v) for k, v in json.loads(tags[f"gate.scores.{family}"]).items()}
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def fresh_seeds(used: set[int], repeats: int, avoid: list[range]) -> range:
+    """The first ``repeats`` consecutive seeds from GATE_SEED_BASE up, past every seed in
+    ``used`` and outside every range in ``avoid``."""
+    start = max([GATE_SEED_BASE] + [s + 1 for s in used])
+    while True:
+        seeds = range(start, start + repeats)
+        clash = [r for r in avoid if seeds.start < r.stop and r.start < seeds.stop]
+        if not clash:
+            return seeds
+        start = max(r.stop for r in clash)
+
+
+def _challenge(c, model_name: str, champ, mv, protocol: Protocol, generator_path,
+               rescore: Callable[[torch.nn.Module, range], list[float]],
+               decision: Decision) -> None:
+    """Both models on fresh seeds, a paired test; the champion's history grows."""
+    history = _history(champ.tags, protocol.family)
+    champ_protocol = Protocol.from_tags(champ.tags)
+    avoid = [protocol.seeds()] + ([champ_protocol.seeds()] if champ_protocol else [])
+    seeds = fresh_seeds(set(history), protocol.repeats, avoid)
+    champ_scores = list(rescore(champion_generator(model_name, champ), seeds))
+    cand_scores = list(rescore(ckpt_io.generator_from(ckpt_io.load(generator_path)), seeds))
+    cmp = compare(champ_scores, cand_scores, paired=True, alpha=decision.alpha,
+                  min_improvement=decision.min_improvement)
+    history.update(zip(seeds, champ_scores))
+    kept = dict(sorted(history.items())[-HISTORY_KEEP:])
+    key = f"gate.scores.{protocol.family}"
+    _tag(c, model_name, champ.version, {key: json.dumps(kept)})
+    _tag(c, model_name, mv.version, {key: json.dumps(dict(zip(seeds, cand_scores)))})
+    values = list(kept.values())
+    decision.champion_history = {"seeds": len(values), "fid": statistics.fmean(values),
+                                 "fid_sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+    decision.champion_rescored, decision.comparison = True, cmp
+    decision.seeds = f"{seeds.start}-{seeds.stop - 1}"
+    decision.promoted = cmp.promote
+    decision.reason = (f"{cmp.summary()}; both scored on fresh seeds {decision.seeds}; the "
+                       f"champion's mean over all {len(values)} seeds it was challenged on: "
+                       f"{decision.champion_history['fid']:.4f}")
+
+
+def _compare_stored(champ, protocol: Protocol, per_seed: list[float],
+                    decision: Decision) -> None:
+    """Without re-scoring: Welch's t-test on both versions' stored per-seed FIDs."""
+    diff = protocol.differences(Protocol.from_tags(champ.tags))
+    try:
+        champ_scores = [float(f) for f in json.loads(champ.tags["fid_per_seed"])]
+    except (KeyError, ValueError, TypeError):
+        champ_scores = []
+    if diff:
+        decision.reason = (f"not comparable: the champion (version {champ.version}) was scored "
+                           f"under another protocol ({', '.join(diff)} differ) and cannot be "
+                           f"re-scored here")
+    elif len(champ_scores) < 2 or len(per_seed) < 2:
+        decision.reason = ("not comparable: the gate needs at least 2 per-seed FIDs of each "
+                           "model (fid_per_seed) or a way to re-score them")
+    else:
+        cmp = compare(champ_scores, per_seed, paired=False, alpha=decision.alpha,
+                      min_improvement=decision.min_improvement)
+        decision.comparison, decision.promoted = cmp, cmp.promote
+        decision.seeds = f"{protocol.seed}-{protocol.seed + protocol.repeats - 1}"
+        decision.reason = (f"{cmp.summary()}; on the scores stored with both versions (the "
+                           f"champion's are those it was selected on)")
 
 
 def promote(model_name: str, version: str | int, *, reason: str = "",
@@ -353,10 +436,11 @@ def _manual_decision(mv, before, why: str) -> Decision:
     fid = float(mv.tags.get("fid", "nan"))
     bfid = None if before is None else float(before.tags.get("fid", "nan"))
     return Decision(promoted=True, reason=why, version=str(mv.version), fid=fid,
-                    fid_std=None, protocol=mv.tags.get("protocol.id"), min_improvement=0.0,
+                    fid_std=None, protocol=mv.tags.get("protocol.id"), alpha=0.0,
+                    min_improvement=0.0,
                     champion_version_before=None if before is None else str(before.version),
-                    champion_fid_before=bfid, champion_fid_compared=None,
-                    champion_rescored=False, margin=None, kind="manual")
+                    champion_fid_before=bfid, champion_rescored=False, seeds=None,
+                    comparison=None, kind="manual")
 
 
 def load_generator(uri: str, device: str | torch.device = "cpu"):

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from resgan.metrics.features import FeatureError
+from resgan.metrics.features import FeatureError, scoring_code_hash
 from resgan.metrics.fid import feature_stats, load_stats, save_stats
 
 Stats = tuple[np.ndarray, np.ndarray]
@@ -92,10 +92,12 @@ def cached_stats(folder: str | Path, key: dict[str, Any],
 
 def extractor_key(name: str, *, classifier_path: str | Path | None = None,
                   inception_weights: str | Path | None = None, dims: int = 2048) -> dict[str, Any]:
-    """What identifies an extractor's features: its name, weights and dims."""
+    """What identifies an extractor's features: its name, weights and dims, and the scoring
+    code (quantisation and forward pass: features.scoring_code_hash)."""
+    code = scoring_code_hash()
     if name == "classifier":
         ckpt = torch.load(classifier_path, map_location="cpu", weights_only=True)
         return {"extractor": name, "weights": fingerprint(ckpt["state_dict"]),
-                "dims": int(ckpt["kwargs"]["feat_dim"])}
+                "dims": int(ckpt["kwargs"]["feat_dim"]), "code": code}
     weights = fingerprint(inception_weights) if inception_weights else "hub:pt_inception-2015-12-05"
-    return {"extractor": name, "weights": weights, "dims": dims}
+    return {"extractor": name, "weights": weights, "dims": dims, "code": code}

@@ -1,7 +1,15 @@
-"""Feature extractors for FID: ``classifier`` (trained in prepare) or ``inception``."""
+"""Feature extractors for FID: ``classifier`` (trained in prepare) or ``inception``.
+
+Every extractor sees 8-bit images: images in [-1, 1] are quantised first (:func:`quantize`,
+StyleGAN2-ADA's metric code does the same), so a generator is scored on exactly the pixels
+it would save as a PNG, and the FID equals pytorch-fid's CLI on those PNGs.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import inspect
 import os
 import tempfile
 import urllib.error
@@ -22,6 +30,38 @@ class FeatureError(RuntimeError):
 
 
 Extractor = Callable[[torch.Tensor], torch.Tensor]
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] as 8-bit pixels (uint8, 0-255), rounded half up as StyleGAN2-ADA
+    (``x * 127.5 + 128``, clamped, truncated) and torchvision's ``save_image`` round them."""
+    return (x.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
+# What a score depends on in code: a change to any of these changes the scoring protocol's
+# ``code`` hash (resgan.metrics.scoring.Protocol), so old scores are not compared with new.
+SCORING_CODE = (
+    ("resgan.metrics.features", "quantize"),
+    ("resgan.metrics.features", "build_extractor"),
+    ("resgan.metrics.features", "_inception"),
+    ("resgan.metrics.features", "extract_all"),
+    ("resgan.metrics.classifier", "Classifier"),
+    ("resgan.nets.models", "sample"),
+    ("resgan.metrics.fid", "feature_stats"),
+    ("resgan.metrics.fid", "fid_from_features"),
+)
+
+
+def scoring_code_hash(parts: tuple[tuple[str, str], ...] = SCORING_CODE) -> str:
+    """sha256 (12 hex) of the source of the scoring code path: sampling, quantisation, the
+    extractors' forward passes and the statistics. Looked up at call time, so it follows
+    the code that would run."""
+    h = hashlib.sha256()
+    for module, name in parts:
+        obj = getattr(importlib.import_module(module), name)
+        h.update(f"{module}.{name}\n".encode())
+        h.update(inspect.getsource(obj).encode())
+    return h.hexdigest()[:12]
 
 
 def load_inception(weights: str | None, dims: int = 2048, device="cpu"):
@@ -101,7 +141,9 @@ def _inception(weights: str | None, dims: int, device) -> Extractor:
     net = load_inception(weights, dims, device)
 
     def extract(x: torch.Tensor) -> torch.Tensor:
-        x = (x.to(device) + 1) / 2  # pytorch-fid expects [0, 1]; it resizes to 299 itself
+        # pixels / 255, as torchvision's ToTensor gives pytorch-fid the PNGs it reads; the
+        # network resizes to 299 and scales to [-1, 1] itself
+        x = quantize(x).to(device).float() / 255
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
         pred = net(x)[0]
@@ -115,15 +157,20 @@ def _inception(weights: str | None, dims: int, device) -> Extractor:
 def build_extractor(name: str, *, classifier_path: str | Path | None = None,
                     inception_weights: str | None = None, dims: int = 2048,
                     device: str | torch.device = "cpu") -> Extractor:
-    """Return a function mapping images in [-1, 1] (N x C x H x W) to N x D features."""
+    """Return a function mapping images in [-1, 1] (N x C x H x W) to N x D features of
+    their 8-bit quantisation."""
     if name == "classifier":
         if classifier_path is None or not Path(classifier_path).is_file():
             raise FeatureError(f"classifier extractor: no such file: {classifier_path} (run prepare)")
-        net = load_classifier(classifier_path, device)
-        return lambda x: net.features(x.to(device))
+        return classifier_extractor(load_classifier(classifier_path, device), device)
     if name == "inception":
         return _inception(inception_weights, dims, device)
     raise FeatureError(f"unknown feature extractor {name!r}; allowed: {', '.join(FEATURES)}")
+
+
+def classifier_extractor(net, device: str | torch.device = "cpu") -> Extractor:
+    """The classifier's features of the 8-bit quantisation of images in [-1, 1]."""
+    return lambda x: net.features(quantize(x).to(device).float() / 127.5 - 1)
 
 
 @torch.no_grad()

@@ -14,7 +14,8 @@ import torch
 
 from resgan.data import IMAGE_EXTENSIONS
 from resgan.metrics.classifier import load_classifier_checkpoint
-from resgan.metrics.features import FeatureError, extract_all, load_inception
+from resgan.metrics.features import (FeatureError, classifier_extractor, extract_all,
+                                     load_inception)
 from resgan.metrics.fid import feature_stats, load_stats
 
 
@@ -69,7 +70,7 @@ def features_of_path(path: str | Path, *, features: str = "inception", dims: int
                                "(prepare writes outputs/prepare/features/classifier.pt)")
         net, info = load_classifier_checkpoint(classifier, device)
         x = _load_images(files, net.kwargs["img_channels"], info.get("resolution", 8))
-        return extract_all(lambda b: net.features(b.to(device)), x.split(batch_size))
+        return extract_all(classifier_extractor(net, device), x.split(batch_size))
     raise FeatureError(f"unknown features {features!r}; allowed: inception, classifier")
 
 

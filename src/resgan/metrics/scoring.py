@@ -2,19 +2,22 @@
 
 A FID depends on more than the generator: the feature extractor (and its weights: the
 classifier is retrained when the data or ``eval.classifier_epochs`` change), the feature
-dims, the number of samples (FID is biased by it), the sample seeds, and the reference
-statistics. A :class:`Protocol` names all of them; two FIDs are compared only under the
-same protocol. The evaluate stage, the registry's gate (which re-scores a champion that was
-scored under another protocol), the ablation and the quality report all score through a
-:class:`Scorer` built from prepare's outputs.
+dims, the number of samples (FID is biased by it), the sample seeds, the reference
+statistics, and the code that samples, quantises and extracts. A :class:`Protocol` names all
+of them; two FIDs are compared only under the same protocol. The evaluate stage, the
+registry's gate (which scores the champion and the candidate again on fresh seeds), the
+ablation and the quality report all score through a :class:`Scorer` built from prepare's
+outputs.
 
 Noise: a protocol scores ``repeats`` sample seeds (``seed``, ``seed + 1``, ...). The FID is
-their mean and ``fid_std`` their spread: the noise the promotion margin is measured against.
+their mean and ``fid_std`` their standard deviation (SD) over the seeds; ``fid_se`` is the
+standard error of the mean.
 
-From the same generated features, per seed and averaged over the seeds: KID (with its spread
-over random subsets) against all real features, and precision/recall (k = 3) against a fixed
-random subset of as many real features as generated ones (they depend on the sample counts).
-These only describe; the protocol and the gate stay FID's.
+From the same generated features, per seed: KID against all real training features and
+against the held-out features, and precision/recall (k = 3) against a fixed random subset of
+as many real features as generated ones (they depend on the sample counts). Each is the mean
+over the seeds with its SD over the seeds. These only describe; the protocol and the gate
+stay FID's. :meth:`Scorer.real_baseline` gives what the held-out real images score.
 """
 
 from __future__ import annotations
@@ -119,16 +122,26 @@ class Protocol:
     seed: int  # first sample seed
     repeats: int  # sample seeds seed .. seed + repeats - 1
     reference: str  # hash of the reference statistics (mu, sigma)
+    code: str  # hash of the scoring code path (features.scoring_code_hash)
 
     @property
     def id(self) -> str:
         """A short hash of all fields: equal ids, comparable scores."""
-        doc = json.dumps(asdict(self), sort_keys=True)
-        return hashlib.sha256(doc.encode()).hexdigest()[:12]
+        return _hash(asdict(self))
+
+    @property
+    def family(self) -> str:
+        """A short hash of all fields but the seeds: scores under one family on any seeds
+        are draws of the same quantity (the gate keeps a champion's history per family)."""
+        return _hash({k: v for k, v in asdict(self).items() if k not in ("seed", "repeats")})
 
     def describe(self) -> str:
         return (f"{self.features}{self.dims} (weights {self.extractor}), {self.num_samples} "
-                f"samples x {self.repeats} seeds from {self.seed}, reference {self.reference}")
+                f"samples x {self.repeats} seeds from {self.seed}, reference {self.reference}, "
+                f"scoring code {self.code}")
+
+    def seeds(self) -> range:
+        return range(self.seed, self.seed + self.repeats)
 
     def differences(self, other: "Protocol | None") -> list[str]:
         """Names of the fields that differ (all of them against None)."""
@@ -154,17 +167,25 @@ class Protocol:
         return cls(**{f.name: types.get(f.name, str)(d[f.name]) for f in fields(cls)})
 
 
+def _hash(fields_: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fields_, sort_keys=True).encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class Score:
     fid: float  # mean over the protocol's seeds
-    fid_std: float  # spread over the seeds (sample standard deviation; 0 for one seed)
+    fid_std: float  # SD over the seeds (ddof 1; 0 for one seed)
     per_seed: tuple[float, ...]
     protocol: Protocol
-    # Means over the seeds; None when scored with fid_only.
-    kid: float | None = None
-    kid_std: float | None = None  # spread over KID's random subsets (mean over the seeds)
+    # Means over the seeds and SDs over the seeds; None when scored with fid_only.
+    kid: float | None = None  # against the real training features
+    kid_std: float | None = None
+    kid_heldout: float | None = None  # against the held-out features: 0 for new real images
+    kid_heldout_std: float | None = None
     precision: float | None = None
+    precision_std: float | None = None
     recall: float | None = None
+    recall_std: float | None = None
 
     @property
     def fid_se(self) -> float:
@@ -172,10 +193,14 @@ class Score:
         return self.fid_std / len(self.per_seed) ** 0.5
 
     def as_dict(self) -> dict[str, Any]:
+        extra = {k: getattr(self, k) for k in EXTRA}
         return {"fid": self.fid, "fid_std": self.fid_std, "fid_per_seed": list(self.per_seed),
-                "kid": self.kid, "kid_std": self.kid_std, "precision": self.precision,
-                "recall": self.recall,
-                "protocol": asdict(self.protocol), "protocol_id": self.protocol.id}
+                **extra, "protocol": asdict(self.protocol), "protocol_id": self.protocol.id}
+
+
+# The per-seed figures beside FID, each with its SD over the seeds as <name>_std.
+EXTRA = ("kid", "kid_std", "kid_heldout", "kid_heldout_std", "precision", "precision_std",
+         "recall", "recall_std")
 
 
 class Scorer:
@@ -196,12 +221,14 @@ class Scorer:
                                           dims=dims)
         self.ref = load_stats(stats_path(prepared, features))
         self.ref_features = load_features(stats_path(prepared, features))  # for KID, P/R
+        self.heldout_features = load_features(stats_path(prepared, features, "test"))
         key = extractor_key(features, classifier_path=classifier_path(prepared),
                             inception_weights=inception_weights, dims=dims)
         self.protocol = Protocol(
             features=features, extractor=key["weights"], dims=int(key["dims"]),
             num_samples=num_samples, seed=seed, repeats=repeats,
-            reference=fingerprint(np.concatenate([self.ref[0].ravel(), self.ref[1].ravel()])))
+            reference=fingerprint(np.concatenate([self.ref[0].ravel(), self.ref[1].ravel()])),
+            code=key["code"])
         self.batch_size = batch_size
 
     @classmethod
@@ -214,10 +241,37 @@ class Scorer:
 
     def with_samples(self, num_samples: int) -> "Scorer":
         """The same extractor and reference at another sample count (no reload)."""
+        return self._with(num_samples=num_samples)
+
+    def with_seeds(self, seeds: range) -> "Scorer":
+        """The same extractor and reference on other sample seeds (consecutive ones)."""
+        if seeds.step != 1 or not seeds:
+            raise ValueError(f"seeds must be a non-empty range of consecutive seeds, got {seeds}")
+        return self._with(seed=seeds.start, repeats=len(seeds))
+
+    def _with(self, **changes: Any) -> "Scorer":
         other = object.__new__(Scorer)
         other.__dict__.update(self.__dict__)
-        other.protocol = Protocol(**{**asdict(self.protocol), "num_samples": num_samples})
+        other.protocol = Protocol(**{**asdict(self.protocol), **changes})
         return other
+
+    def _real_subset(self) -> np.ndarray:
+        """The real points precision/recall compare with: as many as generated, fixed by
+        the protocol's first seed (the same for every generator and every seed)."""
+        p = self.protocol
+        n_real = len(self.ref_features)
+        pick = np.random.default_rng(p.seed).choice(n_real, min(n_real, p.num_samples),
+                                                    replace=False)
+        return self.ref_features[np.sort(pick)]
+
+    def real_baseline(self, device: str = "cpu") -> dict[str, float]:
+        """What real held-out images score: ``precision_real`` and ``recall_real`` of the
+        held-out features against the same real subset a generator is compared with, at the
+        held-out count (``real_samples``)."""
+        precision, recall = precision_recall(self._real_subset(), self.heldout_features,
+                                             device=device)
+        return {"precision_real": precision, "recall_real": recall,
+                "real_samples": len(self.heldout_features)}
 
     def score(self, G, device: str = "cpu", *, fid_only: bool = False) -> Score:
         """FID, KID and precision/recall of G (eval mode) over the protocol's seeds.
@@ -229,20 +283,24 @@ class Scorer:
         from resgan.nets import sample
 
         p = self.protocol
-        if not fid_only:  # the same real points for every seed, as many as generated ones
-            n_real = len(self.ref_features)
-            pick = np.random.default_rng(p.seed).choice(n_real, min(n_real, p.num_samples),
-                                                        replace=False)
-            real = self.ref_features[np.sort(pick)]
+        real = None if fid_only else self._real_subset()
         fids, extra = [], []
-        for seed in range(p.seed, p.seed + p.repeats):
+        for seed in p.seeds():
             imgs = sample(G, p.num_samples, seed=seed, device=device, batch_size=self.batch_size)
             feats = extract_all(self.extract, imgs.split(self.batch_size))
             fids.append(fid_from_features(feats, *self.ref))
             if not fid_only:
-                extra.append((*kid(self.ref_features, feats, seed=seed, device=device),
+                extra.append((kid(self.ref_features, feats, seed=seed, device=device)[0],
+                              kid(self.heldout_features, feats, seed=seed, device=device)[0],
                               *precision_recall(real, feats, device=device)))
-        std = statistics.stdev(fids) if len(fids) > 1 else 0.0
-        means = [statistics.fmean(col) for col in zip(*extra)] if extra else [None] * 4
-        return Score(fid=statistics.fmean(fids), fid_std=std, per_seed=tuple(fids), protocol=p,
-                     **dict(zip(("kid", "kid_std", "precision", "recall"), means)))
+        summary: dict[str, float] = {}
+        for name, col in zip(("kid", "kid_heldout", "precision", "recall"), zip(*extra)):
+            summary[name] = statistics.fmean(col)
+            summary[f"{name}_std"] = _sd(col)
+        return Score(fid=statistics.fmean(fids), fid_std=_sd(fids), per_seed=tuple(fids),
+                     protocol=p, **summary)
+
+
+def _sd(values) -> float:
+    """The SD over seeds (ddof 1); 0 for one seed."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
