@@ -79,14 +79,15 @@ def main() -> str:
           f"{score.kid_heldout:.4g} (SD {score.kid_heldout_std:.3g}) against the held-out ones; "
           f"precision {score.precision:.3f}, recall {score.recall:.3f} (held-out real images: "
           f"{m['precision_real']:.3f}, {m['recall_real']:.3f} at {m['real_samples']}); at "
-          f"{n_floor} samples FID {at_floor.fid:.3f}: {ratio_line(m, 'copier')} a generator "
-          f"copying the training set, {ratio_line(m, 'novel')} one of new real images; "
-          f"protocol {score.protocol.id}")
+          f"{n_floor} samples FID {at_floor.fid:.3f}: {ratio_line(m, 'copier')} the FID of a "
+          f"generator copying the training set (by noise alone such a generator reads "
+          f"{band(m, 'copier')}), {ratio_line(m, 'novel')} that of one of new real images "
+          f"({band(m, 'novel')}); protocol {score.protocol.id}")
     return (f"FID {score.fid:.3f} (SD {score.fid_std:.3f}, {e.repeats} seeds; {e.features}, "
-            f"{e.num_samples} samples); at {n_floor}: {ratio_line(m, 'copier')} the copier, "
-            f"{ratio_line(m, 'novel')} new real images; precision {score.precision:.3f} "
-            f"(real {m['precision_real']:.3f}), recall {score.recall:.3f} "
-            f"(real {m['recall_real']:.3f})")
+            f"{e.num_samples} samples); at {n_floor}: {ratio_line(m, 'copier')} the copier "
+            f"(its own noise {band(m, 'copier')}), {ratio_line(m, 'novel')} new real images; "
+            f"precision {score.precision:.3f} (real {m['precision_real']:.3f}), "
+            f"recall {score.recall:.3f} (real {m['recall_real']:.3f})")
 
 
 def versus_reference(ref: str, at_floor, draws: np.ndarray, repeats: int) -> dict[str, float]:
@@ -102,10 +103,13 @@ def versus_reference(ref: str, at_floor, draws: np.ndarray, repeats: int) -> dic
 
 
 def ratio_line(m: dict, ref: str) -> str:
-    """``1.24x ± 0.12 (standard error; by noise alone 0.78-1.27x)``."""
-    return (f"{m[f'fid_over_{ref}']:.2f}x ± {m[f'fid_over_{ref}_se']:.2f} (standard error; "
-            f"that reference itself: {m[f'{ref}_band_lo']:.2f}-{m[f'{ref}_band_hi']:.2f}x, "
-            f"5-95 %) of")
+    """``1.24x ± 0.12 (SE)``: the ratio to a reference with its standard error."""
+    return f"{m[f'fid_over_{ref}']:.2f}x ± {m[f'fid_over_{ref}_se']:.2f} (SE)"
+
+
+def band(m: dict, ref: str) -> str:
+    """``0.78-1.26x``: the 5-95 % range of the reference's own ratio at the seed count."""
+    return f"{m[f'{ref}_band_lo']:.2f}-{m[f'{ref}_band_hi']:.2f}x"
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def test_vectorised_over_leading_axes_like_one_at_a_time():
 def test_equal_scores_are_never_promoted_and_distinct_constant_ones_are():
     same = [3.0, 3.5, 2.9]
     c = compare(same, same, paired=True)
-    assert not c.promote and c.p_value == 1.0 and c.improvement == 0.0 and c.se == 0.0
+    assert not c.promote and c.p_value == 1.0 and c.improvement == 0.0 and c.se == c.t == 0.0
     better = compare([4.0, 4.5, 3.9], [3.0, 3.5, 2.9], paired=True)  # 1.0 lower on every seed
     assert better.promote and better.p_value == 0.0
     assert not compare([4.0, 4.5, 3.9], [3.0, 3.5, 2.9], paired=True, min_improvement=1.0).promote

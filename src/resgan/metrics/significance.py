@@ -71,8 +71,9 @@ def t_test(champion: np.ndarray, candidate: np.ndarray, *, paired: bool,
         df = np.where(np.isfinite(df), df, n1 + n2 - 2.0)
     excess = improvement - min_improvement
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(se > 0, excess / se, np.where(excess > 0, np.inf, -np.inf))
-    p = stats.t.sf(t, df)
+        t = np.where(se > 0, excess / se, np.sign(excess) * np.inf)
+        t = np.where((se > 0) | (excess != 0), t, 0.0)  # equal on every seed: t = 0
+    p = np.where((se > 0) | (excess > 0), stats.t.sf(t, df), 1.0)
     return {"improvement": improvement, "se": se, "t": t, "df": df, "p_value": p}
 
 
