@@ -207,6 +207,7 @@ def test_gate_scores_both_models_on_fresh_seeds(mlflow_store, tmp_path, prepared
     assert hist[str(b)] == pytest.approx(on_fresh.per_seed[0], rel=1e-12)
     v3 = c.get_model_version("m", up.version)
     assert v3.tags["decision.test"] == "paired t-test" and float(v3.tags["decision.p_value"]) < 0.05
+    assert v3.description.startswith("Promoted to @champion by the gate: better: improvement")
     assert json.loads(v3.tags["fid_per_seed"]) == pytest.approx(list(scores[better].per_seed))
     assert str(c.get_model_version_by_alias("m", ALIAS).version) == up.version
 

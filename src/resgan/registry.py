@@ -290,6 +290,10 @@ def register(generator_path: str | Path, *, run_id: str, model_name: str,
         if decision.promoted:
             _move_champion(c, model_name, mv.version, champ)
         _tag(c, model_name, mv.version, _decision_tags(decision))
+        # the verdict where the MLflow UI shows it first, on the version's page
+        c.update_model_version(model_name, str(mv.version), description=(
+            f"{'Promoted to' if decision.promoted else 'Not promoted to'} @{ALIAS} by the gate: "
+            f"{decision.reason}"))
     return decision
 
 
