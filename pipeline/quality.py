@@ -46,13 +46,15 @@ def main() -> str:
     for need, how in ((f"{args.trained}/generator.pt", "make run"), (args.ablation, "make ablation")):
         if not Path(need).exists():
             raise ConfigError(f"{need} not found: run `{how}` first")
+    import numpy as np
     import torch
     from torchvision.utils import save_image
 
     from resgan.ablation import best_cell, best_plain
     from resgan.data import images_per_epoch, load_split
     from resgan.machine import describe
-    from resgan.metrics.scoring import Scorer
+    from resgan.metrics.fid import ratio_band
+    from resgan.metrics.scoring import Scorer, features_dir
     from resgan.nets import sample
     from resgan.training import checkpoint as ckpt_io
     from resgan.training.ray_train import fit_tracked, make_trainer, place
@@ -165,7 +167,12 @@ def main() -> str:
         lines.append(f"| {r['model']} | {r['depth']} | {'residual' if r['residual'] else 'plain'} | "
                      f"{r['lr']} | {r['images']:,} | {r['fid_floor_n']:.2f} | {r['ratio']:.2f} | "
                      f"{r['fid_n']:.2f} |")
-    lines += ["", f"Champion / copier at equal sample count: **{champ['ratio']:.2f}**; "
+    with np.load(features_dir(args.prepared) / "floor-draws.npz") as draws:
+        lo, hi = ratio_band(draws["copier"], e.repeats)
+    lines += ["", f"By noise alone, a generator copying the training set reads {lo:.2f}-{hi:.2f} "
+              f"× its own mean over {e.repeats} seeds (5-95 %): a ratio inside that range cannot "
+              f"be told from it.",
+              "", f"Champion / copier at equal sample count: **{champ['ratio']:.2f}**; "
               + "; ".join(f"{k} / champion: **{by[k]['fid_floor_n'] / champ['fid_floor_n']:.2f}**"
                           for k in contenders) + " (above 1: the champion is better).", "",
               "| real held-out images | champion | " + " | ".join(contenders) + " |",

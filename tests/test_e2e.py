@@ -301,6 +301,7 @@ def test_ablation_and_quality_reports(repo):
     prep = json.loads((repo[0] / "outputs/prepare/metrics.json").read_text())
     assert f"| {prep['fid_copier']:.2f} | 1.0 |" in q
     assert f"| {prep['fid_novel']:.2f} | {prep['fid_novel'] / prep['fid_copier']:.2f} |" in q
+    assert "By noise alone, a generator copying the training set reads" in q
 
 
 @pytest.mark.parametrize("workers", [2, "auto"])  # DDP workers; Ray Train's local mode
