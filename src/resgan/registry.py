@@ -81,10 +81,6 @@ class Decision:
         """The champion's FID minus the candidate's on the compared seeds."""
         return None if self.comparison is None else self.comparison.improvement
 
-    @property
-    def champion_fid_compared(self) -> float | None:
-        return None if self.comparison is None else self.comparison.champion_fid
-
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -340,6 +336,11 @@ def fresh_seeds(used: set[int], repeats: int, avoid: list[range]) -> range:
         start = max(r.stop for r in clash)
 
 
+def _span(seeds: range) -> str:
+    """``first-last`` of consecutive seeds, as decisions record them."""
+    return f"{seeds.start}-{seeds.stop - 1}"
+
+
 def _challenge(c, model_name: str, champ, mv, protocol: Protocol, generator_path,
                rescore: Callable[[torch.nn.Module, range], list[float]],
                decision: Decision) -> None:
@@ -361,7 +362,7 @@ def _challenge(c, model_name: str, champ, mv, protocol: Protocol, generator_path
     decision.champion_history = {"seeds": len(values), "fid": statistics.fmean(values),
                                  "fid_sd": statistics.stdev(values) if len(values) > 1 else 0.0}
     decision.champion_rescored, decision.comparison = True, cmp
-    decision.seeds = f"{seeds.start}-{seeds.stop - 1}"
+    decision.seeds = _span(seeds)
     decision.promoted = cmp.promote
     decision.reason = (f"{cmp.summary()}; both scored on fresh seeds {decision.seeds}; the "
                        f"champion's mean over all {len(values)} seeds it was challenged on: "
@@ -387,7 +388,7 @@ def _compare_stored(champ, protocol: Protocol, per_seed: list[float],
         cmp = compare(champ_scores, per_seed, paired=False, alpha=decision.alpha,
                       min_improvement=decision.min_improvement)
         decision.comparison, decision.promoted = cmp, cmp.promote
-        decision.seeds = f"{protocol.seed}-{protocol.seed + protocol.repeats - 1}"
+        decision.seeds = _span(protocol.seeds())
         decision.reason = (f"{cmp.summary()}; on the scores stored with both versions (the "
                            f"champion's are those it was selected on)")
 
