@@ -29,7 +29,7 @@ def test_split_is_seeded_stratified_and_round_trips(tmp_path):
 def test_unknown_dataset():
     from resgan.data import DataError
 
-    with pytest.raises(DataError, match="allowed: digits, mnist, fashion-mnist, cifar10, folder"):
+    with pytest.raises(DataError, match="allowed: digits, mnist-sample, mnist, fashion-mnist, cifar10, folder"):
         load_dataset("celeba", 8)
 
 

