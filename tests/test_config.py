@@ -85,5 +85,5 @@ def test_cifar10_params_file_is_complete_and_valid():
 def test_unknown_dataset_names_the_allowed_ones():
     with pytest.raises(ConfigError) as err:
         load_config({"data": {"dataset": "imagenet"}})
-    assert str(err.value) == ("params: data.dataset: Input should be 'digits', 'mnist', "
-                              "'fashion-mnist', 'cifar10' or 'folder' (got 'imagenet')")
+    assert str(err.value) == ("params: data.dataset: Input should be 'digits', 'mnist-sample', "
+                              "'mnist', 'fashion-mnist', 'cifar10' or 'folder' (got 'imagenet')")

@@ -207,11 +207,26 @@ def test_cli_kid_and_precision_recall(prepared, tmp_path, capsys):
     kid_mean = _value("KID", out)
     kid_std = float(re.search(r"KID:.*± ([0-9.eE+-]+)", out).group(1))
     assert kid_mean > 3 * kid_std > 0
-    assert 0 <= _value("Precision", out) < 1 and 0 <= _value("Recall", out) < 1
+    # the noisy images cover only part of the real ones (recall < 1); they may all fall in
+    # the real manifold (precision 1 with the 5-epoch extractor)
+    assert 0 < _value("Precision", out) <= 1 and 0 < _value("Recall", out) < 1
+    cli(["fid", str(b), str(a), "--kid", "--prc", *clf])  # k-NN manifolds: swapping the
+    swapped = capsys.readouterr().out                       # sets swaps the two figures
+    assert _value("Precision", swapped) == pytest.approx(_value("Recall", out), abs=1e-12)
+    assert _value("Recall", swapped) == pytest.approx(_value("Precision", out), abs=1e-12)
 
     cli(["fid", str(a), str(a), "--kid", "--prc", *clf])
     same = capsys.readouterr().out
-    assert abs(_value("KID", same)) < kid_mean / 10
+    # identical sets: the unbiased MMD^2 leaves out each point's pair with itself, so it is
+    # below zero by exactly 2 (mean of the diagonal - mean of all) / (m - 1) (by hand here)
+    from resgan.metrics.paths import features_of_path
+
+    f = features_of_path(a, features="classifier", classifier=prepared / "classifier.pt")
+    f = f.astype(np.float64)
+    k = (f @ f.T / f.shape[1] + 1) ** 3
+    m = len(f)
+    by_hand = 2 * (k.sum() - np.trace(k)) / (m * (m - 1)) - 2 * k.mean()
+    assert by_hand < 0 and _value("KID", same) == pytest.approx(by_hand, rel=1e-6)
     assert _value("Precision", same) == 1.0 and _value("Recall", same) == 1.0
 
     # a features .npy in place of a folder: the same numbers

@@ -148,9 +148,11 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
     torch.manual_seed(t.seed)  # same initial weights on every rank (DDP also broadcasts them)
     G, D = build_models(cfg, img_channels)
     per_worker = max(1, t.batch_size // world_size)  # train.batch_size is the global batch
-    # GPU path: bf16 autocast (no loss scaling needed) and channels-last convolutions.
+    # GPU path: bf16 autocast (no loss scaling needed) and channels-last convolutions. On
+    # CPUs channels-last alone (oneDNN's blocked convolutions; docs/benchmarks.md (l)).
     fast = use_mixed_precision(t.mixed_precision, device.type, per_worker)
-    memory_format = torch.channels_last if fast else torch.contiguous_format
+    channels_last = fast or device.type == "cpu"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     G, D = G.to(device, memory_format=memory_format), D.to(device, memory_format=memory_format)
 
     def autocast():
