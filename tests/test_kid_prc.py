@@ -221,8 +221,8 @@ def test_cli_kid_and_precision_recall(prepared, tmp_path, capsys):
     # below zero by exactly 2 (mean of the diagonal - mean of all) / (m - 1) (by hand here)
     from resgan.metrics.paths import features_of_path
 
-    f = features_of_path(a, features="classifier", classifier=prepared / "classifier.pt")
-    f = f.astype(np.float64)
+    feats = features_of_path(a, features="classifier", classifier=prepared / "classifier.pt")
+    f = feats.astype(np.float64)
     k = (f @ f.T / f.shape[1] + 1) ** 3
     m = len(f)
     by_hand = 2 * (k.sum() - np.trace(k)) / (m * (m - 1)) - 2 * k.mean()
@@ -231,9 +231,6 @@ def test_cli_kid_and_precision_recall(prepared, tmp_path, capsys):
 
     # a features .npy in place of a folder: the same numbers
     ex = build_extractor("classifier", classifier_path=prepared / "classifier.pt")
-    from resgan.metrics.paths import features_of_path
-
-    feats = features_of_path(a, features="classifier", classifier=prepared / "classifier.pt")
     np.save(tmp_path / "a.npy", feats)
     assert feats.shape == (40, ex(torch.zeros(1, 1, 8, 8)).shape[1])
     cli(["fid", str(tmp_path / "a.npy"), str(b), "--kid", "--prc", *clf])

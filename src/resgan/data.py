@@ -122,8 +122,9 @@ def read_mnist_sample(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         text = raw.decode("ascii")
         rows = [line.split(",") for line in text.splitlines() if line.strip()]
-        if not rows or any(len(r) != MNIST_SAMPLE_SHAPE[1] for r in rows):
-            bad = next((i for i, r in enumerate(rows) if len(r) != MNIST_SAMPLE_SHAPE[1]), 0)
+        bad = next((i for i, r in enumerate(rows) if len(r) != MNIST_SAMPLE_SHAPE[1]),
+                   None if rows else 0)
+        if bad is not None:
             raise ValueError(f"line {bad + 1} does not hold {MNIST_SAMPLE_SHAPE[1]} values")
         table = np.array(rows, dtype=np.int64)
     except (UnicodeDecodeError, ValueError, OverflowError) as exc:
