@@ -150,15 +150,17 @@ def main() -> str:
         cells = []
         for policy, r in ((p, r) for p, rows in runs.items() for r in rows):
             path = Path(args.generators) / f"{r.trial_id}.pt"
-            fid = float("nan")
+            fid = fid_sd = float("nan")
             if r.status == "finished" and path.exists():
                 G = ckpt_io.generator_from(ckpt_io.load(path))
-                fid = scorer.score(G, fid_only=True).fid  # the report is FID only
+                score = scorer.score(G, fid_only=True)  # the report is FID only
+                fid, fid_sd = score.fid, score.fid_std
                 if r.trial_id in trial_runs:
                     c.log_metric(trial_runs[r.trial_id], key, fid)
             cells.append(Cell(depth=r.point["depth"], residual=r.point["residual"],
                               seed=r.point["seed"], fid=fid, images_per_s=r.images_per_s,
-                              status=r.status if path.exists() else "failed", augment=policy))
+                              status=r.status if path.exists() else "failed", augment=policy,
+                              fid_sd=fid_sd))
     except BaseException:
         tracking.end_run(parent, "FAILED")
         raise

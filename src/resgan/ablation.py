@@ -26,6 +26,7 @@ class Cell:
     images_per_s: float  # training speed of the trial
     status: str  # finished or failed
     augment: str = "none"  # train.augment of the cell (older reports: none)
+    fid_sd: float = math.nan  # SD of this network's FID over eval.repeats sample seeds (NaN: not kept)
 
 
 @dataclass
