@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 @dataclass
 class Cell:
@@ -37,11 +39,13 @@ class Summary:
     residual: bool
     n: int  # seeds that finished
     fid_mean: float
-    fid_std: float  # sample standard deviation over seeds (NaN for one seed)
+    fid_std: float  # sample standard deviation over training seeds (NaN for one seed)
     ips_mean: float
     ips_std: float
     failed: int
     augment: str = "none"
+    fid_se: float = math.nan  # standard error of fid_mean: fid_std / sqrt(n)
+    fid_sample_sd: float = math.nan  # mean over seeds of one network's SD over sample seeds
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -70,8 +74,10 @@ def summarise(cells: list[Cell]) -> list[Summary]:
         ok = [c for c in group if c.status == "finished" and math.isfinite(c.fid)]
         fm, fs = _mean_std([c.fid for c in ok])
         im, is_ = _mean_std([c.images_per_s for c in ok])
+        sample_sds = [c.fid_sd for c in ok if math.isfinite(c.fid_sd)]
         out.append(Summary(depth, residual, len(ok), fm, fs, im, is_, len(group) - len(ok),
-                           augment))
+                           augment, fs / math.sqrt(len(ok)) if len(ok) > 1 else math.nan,
+                           statistics.fmean(sample_sds) if sample_sds else math.nan))
     return out
 
 
@@ -81,29 +87,96 @@ def _pm(mean: float, std: float, digits: int) -> str:
     return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def comparison(cells: list[Cell]) -> list[dict[str, Any]]:
-    """Per depth measured with and without shortcuts: the mean FID difference plain -
-    residual, and in how many (residual seed, plain seed) pairs the residual network has the
-    lower FID (the Mann-Whitney count). With three seeds a side no test is significant at
-    5 %, so the reading says only whether the seeds separate completely. Per augment policy
-    too, when the grid has several."""
+ALPHA = 0.05  # the family-wise error rate of the report's readings (Holm over its comparisons)
+
+
+def _test(a: list[float], b: list[float]) -> dict[str, Any]:
+    """Welch's t-test of log FID, two-sided: ``ratio`` = geometric mean of b / that of a (above
+    1: a is better), its 95 % interval and the p-value. FIDs of networks trained on different
+    seeds spread multiplicatively (one collapsed run scores ten times the others), so the test
+    is on their logarithms."""
+    from scipy import stats
+
+    from resgan.metrics.significance import t_test
+
+    la, lb = np.log(a), np.log(b)
+    if min(len(la), len(lb)) < 2:
+        return {"ratio": math.exp(lb.mean() - la.mean()), "ratio_low": math.nan,
+                "ratio_high": math.nan, "p_value": math.nan}
+    r = t_test(lb, la, paired=False)  # improvement = mean log b - mean log a
+    d, se, df = float(r["improvement"]), float(r["se"]), float(r["df"])
+    p_one = float(r["p_value"])
+    half = float(stats.t.ppf(0.975, df)) * se if se > 0 else 0.0
+    return {"ratio": math.exp(d), "ratio_low": math.exp(d - half), "ratio_high": math.exp(d + half),
+            "p_value": min(1.0, 2 * min(p_one, 1 - p_one)) if se > 0 else (1.0 if d == 0 else 0.0)}
+
+
+def holm(p_values: list[float], alpha: float = ALPHA) -> list[bool]:
+    """Holm's step-down rule: which of the p-values are significant with a family-wise error
+    rate of at most ``alpha`` (NaN: never)."""
+    order = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
+    out = [False] * len(p_values)
+    for k, (p, i) in enumerate(order):
+        if p > alpha / (len(order) - k):
+            break
+        out[i] = True
+    return out
+
+
+def _finished(cells: list[Cell]) -> list[Cell]:
+    return [c for c in cells if c.status == "finished" and math.isfinite(c.fid) and c.fid > 0]
+
+
+def _num(x: float, digits: int = 2) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def comparisons(cells: list[Cell]) -> list[dict[str, Any]]:
+    """Every comparison the report reads, each a Welch test of log FID over training seeds:
+
+    - *shortcuts*: per depth (and augment policy), plain against residual; ``ratio`` = FID
+      plain / FID residual (geometric means; above 1: shortcuts help);
+    - *depth*: per shortcut setting (and policy), every depth against the shallowest; ``ratio``
+      = FID shallowest / FID deeper (above 1: depth helps).
+
+    Each has ``wins`` (of all seed pairs, how many have the lower FID on the helped side; ties
+    count half), ``p_value`` and ``real``: significant under Holm's rule over all the rows at a
+    family-wise error rate of ALPHA (tests/test_ablation.py measures it by simulation).
+    """
+    ok = _finished(cells)
     rows = []
-    for depth, augment in sorted({(c.depth, c.augment) for c in cells},
+
+    def add(kind, depth, residual, augment, against, helped, hurt):
+        if not helped or not hurt:
+            return
+        wins, pairs = _wins(helped, hurt)
+        rows.append({"kind": kind, "depth": depth, "residual": residual, "augment": augment,
+                     "against": against, "fid": statistics.fmean(helped),
+                     "fid_against": statistics.fmean(hurt), "wins": wins, "pairs": pairs,
+                     **_test(helped, hurt)})
+
+    for depth, augment in sorted({(c.depth, c.augment) for c in ok},
                                  key=lambda k: (k[0], _policy_key(k[1]))):
-        ok = [c for c in cells if (c.depth, c.augment) == (depth, augment)
-              and c.status == "finished" and math.isfinite(c.fid)]
-        r = [c.fid for c in ok if c.residual]
-        p = [c.fid for c in ok if not c.residual]
-        if not r or not p:
-            continue
-        wins, pairs = _wins(r, p)
-        verdict = ("residual better in every seed" if wins == pairs else
-                   "plain better in every seed" if wins == 0 else "seeds overlap")
-        rows.append({"depth": depth, "augment": augment, "fid_residual": statistics.fmean(r),
-                     "fid_plain": statistics.fmean(p),
-                     "plain_minus_residual": statistics.fmean(p) - statistics.fmean(r),
-                     "residual_wins": wins, "pairs": pairs, "verdict": verdict})
+        group = [c for c in ok if (c.depth, c.augment) == (depth, augment)]
+        add("shortcuts", depth, True, augment, "plain",
+            [c.fid for c in group if c.residual], [c.fid for c in group if not c.residual])
+    for residual, augment in sorted({(c.residual, c.augment) for c in ok},
+                                    key=lambda k: (not k[0], _policy_key(k[1]))):
+        group = [c for c in ok if (c.residual, c.augment) == (residual, augment)]
+        depths = sorted({c.depth for c in group})
+        for depth in depths[1:]:
+            add("depth", depth, residual, augment, f"depth {depths[0]}",
+                [c.fid for c in group if c.depth == depth],
+                [c.fid for c in group if c.depth == depths[0]])
+    for row, real in zip(rows, holm([r["p_value"] for r in rows])):
+        row["real"] = real
     return rows
+
+
+def _reading(row: dict[str, Any]) -> str:
+    if row["real"]:
+        return "better: real" if row["ratio"] > 1 else "worse: real"
+    return "within the noise"
 
 
 def _wins(a: list[float], b: list[float]) -> tuple[float, int]:
@@ -152,14 +225,14 @@ def write_report(out: str | Path, cells: list[Cell], settings: dict[str, Any],
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summaries = summarise(cells)
-    comp = comparison(cells)
+    comp = comparisons(cells)
     fid_key = settings["fid_name"]
     aug = _augmented(cells)  # an augment column and section only when the grid has the axis
     col, sep = ("augment | ", ":--- | ") if aug else ("", "")
     lines = [
         "# Do residual blocks, and how many, make GANs better?",
         "",
-        "Written by `make ablation` (`pipeline/ablation.py`); the numbers below are as measured.",
+        "Written by `pipeline/ablation.py` (the command is in the set-up); the numbers below are as measured.",
         "",
         "## Set-up",
         "",
@@ -167,31 +240,46 @@ def write_report(out: str | Path, cells: list[Cell], settings: dict[str, Any],
         "",
         "## FID per cell",
         "",
-        f"FID (`{fid_key}`) of the final G_ema, mean ± standard deviation over seeds; lower is "
-        "better. Images/s: training speed of one cell (Ray Train, "
-        f"{settings['workers per cell']} worker(s), {settings['cells at once']} cells at once).",
+        f"FID (`{fid_key}`) of the final G_ema; lower is better. **FID**: mean over the training "
+        "seeds ± its standard error (SE = SD / √seeds). **SD seeds**: the standard deviation "
+        "between networks trained on different seeds. **SD sampling**: the noise of scoring one "
+        "network (its SD over the evaluate stage's sample seeds, the mean over the cell's "
+        "networks): the part of the seed-to-seed spread that is measurement, not training. "
+        f"Images/s: training speed of one cell (Ray Train, {settings['workers per cell']} "
+        f"worker(s), {settings['cells at once']} cells at once).",
         "",
-        f"| depth | shortcuts | {col}FID | images/s | seeds |",
-        f"| ---: | :--- | {sep}---: | ---: | ---: |",
+        f"| depth | shortcuts | {col}FID ± SE | SD seeds | SD sampling | images/s | seeds |",
+        f"| ---: | :--- | {sep}---: | ---: | ---: | ---: | ---: |",
     ]
     for s in summaries:
         seeds = f"{s.n}" + (f" ({s.failed} failed)" if s.failed else "")
         policy = f"{s.augment} | " if aug else ""
         lines.append(f"| {s.depth} | {'residual' if s.residual else 'plain'} | {policy}"
-                     f"{_pm(s.fid_mean, s.fid_std, 2)} | {_pm(s.ips_mean, s.ips_std, 0)} | {seeds} |")
+                     f"{_pm(s.fid_mean, s.fid_se, 2)} | {_num(s.fid_std)} | "
+                     f"{_num(s.fid_sample_sd)} | {_pm(s.ips_mean, s.ips_std, 0)} | {seeds} |")
     if comp:
-        lines += ["", "## Residual against plain, per depth", "",
-                  f"| depth | {col}FID residual | FID plain | plain − residual | residual lower in | reading |",
-                  f"| ---: | {sep}---: | ---: | ---: | ---: | :--- |"]
+        lines += ["", "## Which differences are real", "",
+                  "Each row compares two cells over their training seeds: the ratio of their "
+                  "geometric-mean FIDs (above 1: the first is better) with its 95 % interval and "
+                  "the two-sided p-value of Welch's t-test on log FID (FIDs of seeds spread by "
+                  "factors, not by points). **Reading**: *real* when the difference survives "
+                  f"Holm's correction over all {len(comp)} rows at a family-wise error rate of "
+                  f"{ALPHA:.0%} (simulated with normal noise on log FID: at most that, see "
+                  "tests/test_ablation.py), else *within the noise*. Wins: of all seed pairs, "
+                  "how many have the lower FID on the first side. With 3 seeds a side only a "
+                  "large, consistent effect can be read as real.", "",
+                  f"| compared | {col}FID | against | FID | ratio (95 % CI) | p | wins | reading |",
+                  f"| :--- | {sep}---: | :--- | ---: | ---: | ---: | ---: | :--- |"]
         for c in comp:
             policy = f"{c['augment']} | " if aug else ""
-            lines.append(f"| {c['depth']} | {policy}{c['fid_residual']:.2f} | {c['fid_plain']:.2f} | "
-                         f"{c['plain_minus_residual']:+.2f} | {c['residual_wins']:g} of "
-                         f"{c['pairs']} seed pairs | {c['verdict']} |")
-        lines += ["", "\"Residual lower in\": of all (residual seed, plain seed) pairs at that "
-                  "depth, how many have the lower FID with shortcuts. With three seeds a side "
-                  "no test reaches 5 % significance; only a complete separation of the seeds "
-                  "is read as an effect."]
+            what = (f"depth {c['depth']}, residual" if c["kind"] == "shortcuts" else
+                    f"depth {c['depth']}, {'residual' if c['residual'] else 'plain'}")
+            against = (f"depth {c['depth']}, plain" if c["kind"] == "shortcuts" else
+                       f"{c['against']}, {'residual' if c['residual'] else 'plain'}")
+            lines.append(f"| {what} | {policy}{c['fid']:.2f} | {against} | {c['fid_against']:.2f} | "
+                         f"{c['ratio']:.2f} ({_num(c['ratio_low'])}–{_num(c['ratio_high'])}) | "
+                         f"{_num(c['p_value'], 3)} | {c['wins']:g} of {c['pairs']} | "
+                         f"{_reading(c)} |")
     aug_comp = augment_comparison(cells) if aug else []
     if aug_comp:
         lines += ["", "## Augmentation against none, per cell", "",
@@ -205,17 +293,17 @@ def write_report(out: str | Path, cells: list[Cell], settings: dict[str, Any],
                          f"{c['ratio']:.2f} | {c['augment_wins']:g} of {c['pairs']} seed pairs | "
                          f"{c['verdict']} |")
     lines += ["", "![FID against depth](ablation.png)", "", "## Every run", "",
-              f"| depth | shortcuts | {col}seed | FID | images/s | status |",
-              f"| ---: | :--- | {sep}---: | ---: | ---: | :--- |"]
+              f"| depth | shortcuts | {col}seed | FID | SD sampling | images/s | status |",
+              f"| ---: | :--- | {sep}---: | ---: | ---: | ---: | :--- |"]
     for c in sorted(cells, key=lambda c: (c.depth, not c.residual, _policy_key(c.augment), c.seed)):
         policy = f"{c.augment} | " if aug else ""
         lines.append(f"| {c.depth} | {'residual' if c.residual else 'plain'} | {policy}{c.seed} | "
-                     f"{c.fid:.3f} | {c.images_per_s:.0f} | {c.status} |")
+                     f"{c.fid:.3f} | {_num(c.fid_sd, 3)} | {c.images_per_s:.0f} | {c.status} |")
     paths = {"md": out / "ablation.md", "png": out / "ablation.png", "json": out / "ablation.json"}
     paths["md"].write_text("\n".join(lines) + "\n")
     paths["json"].write_text(json.dumps(
         {"settings": settings, "cells": [asdict(c) for c in cells],
-         "summary": [asdict(s) for s in summaries], "comparison": comp,
+         "summary": [asdict(s) for s in summaries], "comparisons": comp,
          **({"augment_comparison": aug_comp} if aug else {}),
          **({"config": config} if config is not None else {})},
         indent=2, sort_keys=True, default=float) + "\n")
