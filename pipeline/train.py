@@ -19,7 +19,7 @@ import argparse
 import csv
 from pathlib import Path
 
-from resgan.stage import monitor_ref, read_json, read_params, run, write_json
+from resgan.stage import monitor_ref, read_json, read_params, require_batch_fits, run, write_json
 from resgan import tracking
 from resgan.console import follow_epochs, say
 from resgan.metrics.scoring import fid_name
@@ -37,6 +37,7 @@ def main() -> str:
     cfg = read_params()
     best = read_json(args.best)
     cfg = cfg.with_tuned(best, args.best).require_fixed("train")
+    require_batch_fits(cfg, args.prepared)
     from resgan.training import checkpoint as ckpt_io  # after validation: imports Ray Train
     from resgan.training.ray_train import fit_tracked, make_trainer, place, storage_path
     from resgan.training.resume import run_key

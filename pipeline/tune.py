@@ -17,7 +17,7 @@ import argparse
 import csv
 from pathlib import Path
 
-from resgan.stage import monitor_ref, read_params, run, write_json
+from resgan.stage import monitor_ref, read_params, require_batch_fits, run, write_json
 from resgan import tracking
 from resgan.config import SEARCHABLE
 from resgan.console import say
@@ -36,6 +36,7 @@ def main() -> str:
     cfg = read_params()
     out = Path(args.out)
     searched = cfg.searched()
+    require_batch_fits(cfg, args.prepared)
     if not searched:
         write_trials(out / "trials.csv", [])
         write_json(out / "best.json", {"searched": [], "trials": 0})

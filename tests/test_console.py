@@ -209,3 +209,30 @@ def test_a_report_scripts_missing_input_is_one_line_on_the_terminal(tmp_path, sc
     assert out.returncode == 1
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error: ")]
     assert len(errors) == 1 and "`make run`" in errors[0], out.stderr  # what to run first
+
+
+@pytest.mark.parametrize("script", ["tune", "train"])
+def test_a_batch_larger_than_the_training_set_is_refused_before_work(tmp_path, script):
+    """A batch above the training set's size would train epochs of no step and leave G at its
+    initial weights: tune and train refuse it in one line naming both numbers."""
+    import shutil
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    params = (repo / "params.yaml").read_text().replace("batch_size: 64", "batch_size: 2048", 1)
+    assert "batch_size: 2048" in params
+    (tmp_path / "params.yaml").write_text(params)
+    (tmp_path / "outputs" / "prepare").mkdir(parents=True)
+    (tmp_path / "outputs" / "prepare" / "metrics.json").write_text('{"stats_samples": 1437}')
+    (tmp_path / "outputs" / "tune").mkdir()
+    (tmp_path / "outputs" / "tune" / "best.json").write_text(
+        '{"depth": 2, "lr_g": 0.0002, "lr_d": 0.0002}')
+    e = {k: v for k, v in os.environ.items() if k != "RESGAN_VERBOSE"}
+    out = subprocess.run([sys.executable, str(repo / "pipeline" / f"{script}.py")], cwd=tmp_path,
+                         env=e, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error: ")]
+    assert errors == ["error: train.batch_size: 2048 is larger than the training set (1,437 "
+                      "images in outputs/prepare): an epoch would train on no batch; allowed "
+                      "at most 1,437"], out.stderr
+    assert not (tmp_path / ".ray_results").exists() and not (tmp_path / "mlruns").exists()

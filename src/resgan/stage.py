@@ -73,6 +73,22 @@ def monitor_ref(prepared: str | Path, e: EvalConfig) -> FidRef:
                   inception_weights=e.inception_weights, dims=e.inception_dims)
 
 
+def require_batch_fits(cfg: Config, prepared: str | Path) -> int:
+    """Refuse, before any work, a ``train.batch_size`` larger than the prepared training set
+    (every epoch would train on no batch: the loader keeps whole batches only). Returns the
+    training set's size."""
+    try:
+        n = int(read_json(Path(prepared) / "metrics.json")["stats_samples"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"{prepared}/metrics.json: missing or unreadable: run "
+                          f"`dvc repro prepare` first") from None
+    if cfg.train.batch_size > n:
+        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is larger than the training "
+                          f"set ({n:,} images in {prepared}): an epoch would train on no batch; "
+                          f"allowed at most {n:,}")
+    return n
+
+
 def eval_extractor(prepared: str | Path, e: EvalConfig, name: str | None = None):
     """The extractor ``name`` (default eval.features) as the evaluate stage builds it."""
     return prepared_extractor(prepared, name or e.features, inception_weights=e.inception_weights,
