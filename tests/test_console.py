@@ -37,6 +37,9 @@ STAGE = textwrap.dedent("""
                 print("(RayTrainWorker pid=1) " + console.epoch_line(e, 3, {"loss_d": 0.5, "fid": 12.5 - e}))
         if mode == "crash":
             raise RuntimeError("something broke")
+        if mode == "segfault":
+            import ctypes
+            ctypes.string_at(0)  # a native crash
         return "headline 42"
 
     run(main, "demo")
@@ -236,3 +239,35 @@ def test_a_batch_larger_than_the_training_set_is_refused_before_work(tmp_path, s
                       "images in outputs/prepare): an epoch would train on no batch; allowed "
                       "at most 1,437"], out.stderr
     assert not (tmp_path / ".ray_results").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_a_native_crash_reaches_the_terminal(tmp_path):
+    """A segfault (SIGSEGV in C code) prints Python's stack on the terminal, not only in the log."""
+    out = _run_stage(tmp_path, DEMO_FAIL="segfault")
+    assert out.returncode == -11, out.returncode
+    assert "Fatal Python error: Segmentation fault" in out.stderr
+    assert "stage.py" in out.stderr  # where it happened
+
+
+def test_a_full_disk_under_the_log_still_reaches_the_terminal(tmp_path):
+    """The log on a device that is full (/dev/full: every write fails with ENOSPC): the stage
+    ends in one line on the terminal, exit 1."""
+    (tmp_path / "outputs/logs").mkdir(parents=True)
+    (tmp_path / "outputs/logs/demo.log").symlink_to("/dev/full")
+    out = _run_stage(tmp_path)
+    assert out.returncode == 1
+    assert _lines(out.stderr)[-1].startswith("error: no space left on the device"), out.stderr
+    assert "Traceback" not in out.stderr
+    out = _run_stage(tmp_path, DEMO_FAIL="config")  # and a known error keeps its own line
+    assert _lines(out.stderr) == ["error: train.loss: 'foo' is not one of bce, hinge, wgan-gp"]
+
+
+def test_a_log_folder_that_cannot_be_written_is_one_line(tmp_path):
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs/logs").write_text("a file where the logs folder should be")
+    out = _run_stage(tmp_path)
+    assert out.returncode == 1
+    assert _lines(out.stderr) == [
+        "error: outputs/logs/demo.log: cannot write the stage's log (File exists); free or fix "
+        "that folder, or set RESGAN_VERBOSE=1 to run without a log"], out.stderr
+    assert "chatter" not in out.stdout  # nothing ran

@@ -483,7 +483,9 @@ def mlflow_server(tmp_path):
 
 def test_pipeline_tracks_to_an_mlflow_server_with_basic_auth(tmp_path, mlflow_server):
     """MLFLOW_TRACKING_URI at a real server: the whole pipeline tracks and registers there,
-    nothing goes to the embedded store, and a request without valid credentials cannot write."""
+    nothing goes to the embedded store, and a request without valid credentials cannot write.
+    The credentials are pasted into the URI and the password reaches no output: not the
+    terminal, not a log, not a file of the workspace, not an uploaded artifact."""
     import base64
     import urllib.error
     import urllib.request
@@ -505,12 +507,17 @@ def test_pipeline_tracks_to_an_mlflow_server_with_basic_auth(tmp_path, mlflow_se
     assert create_experiment(f"{user}:wrong") == 401
 
     work, env = _make_repo(tmp_path / "repo")
-    env = {**env, "MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": user,
-           "MLFLOW_TRACKING_PASSWORD": password}
+    # The credentials pasted into the URI, as users do: they must reach no output.
+    env = {k: v for k, v in env.items() if not k.startswith("MLFLOW_TRACKING_")}
+    env["MLFLOW_TRACKING_URI"] = url.replace("://", f"://{user}:{password}@")
     out = subprocess.run(["dvc", "repro"], cwd=work, env=env, capture_output=True, text=True,
                          timeout=1500)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert not (work / "mlruns").exists()  # the embedded store was never touched
+    assert password not in out.stdout + out.stderr
+    leaks = [p for top in (work, server_dir / "artifacts") for d, _, files in os.walk(top)
+             for p in (Path(d) / f for f in files) if password.encode() in p.read_bytes()]
+    assert not leaks, leaks  # logs, metrics, outputs, uploaded artifacts: no password anywhere
 
     from mlflow import MlflowClient
 

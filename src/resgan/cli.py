@@ -179,7 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     from resgan.metrics.features import FeatureError
 
+    from resgan.tracking import move_credentials
+
     args = build_parser().parse_args(argv)
+    try:
+        move_credentials()  # before anything can print the tracking URI
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
     if getattr(args, "count", 1) < 1:
         sys.exit("error: --count must be at least 1")
     try:

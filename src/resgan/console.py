@@ -14,6 +14,7 @@ no log file and no progress bars.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import re
 import sys
@@ -131,10 +132,19 @@ class Console:
 
     # -- set-up -------------------------------------------------------------------------
     def open(self) -> Console:
+        """Point descriptors 1 and 2 at the log; a log that cannot be opened ends the stage in
+        one line (exit 1) before any work."""
         global _active
         if self.log_path is not None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+            try:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.log_path,
+                             os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+            except OSError as exc:
+                print(f"error: {self.log_path}: cannot write the stage's log "
+                      f"({exc.strerror or exc}); free or fix that folder, or set "
+                      f"{VERBOSE_ENV}=1 to run without a log", file=sys.stderr, flush=True)
+                sys.exit(1)
             sys.stdout.flush()
             sys.stderr.flush()
             self.out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")
@@ -150,29 +160,36 @@ class Console:
             os.environ.setdefault("RAY_DEDUP_LOGS", "0")
             os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # no colour codes in a file
             self.say(f"{self.stage}: started; full log in {self.log_path}")
+        # A native crash (segfault, abort) prints Python's stack on the terminal, not only
+        # in the log (whose file may be what failed).
+        faulthandler.enable(file=self.err, all_threads=True)
         _active = self
         return self
 
     # -- output ---------------------------------------------------------------------------
     def _log(self, text: str) -> None:
+        """Best effort: a log that cannot be written (a full disk) loses the line, never the
+        terminal's copy."""
         if self.log_path is not None:
-            sys.stdout.write(text + "\n")
-            sys.stdout.flush()
+            try:
+                sys.stdout.write(text + "\n")
+                sys.stdout.flush()
+            except (OSError, ValueError):  # ValueError: the stream was closed
+                pass
 
     def say(self, message: str) -> None:
         """A line on the terminal (and in the log)."""
         if self.log_path is None:
             print(message, flush=True)
             return
-        self._log(message)
         tqdm.write(message, file=self.out)
+        self._log(message)
 
     def error(self, message: str) -> None:
         """An error on the terminal's stderr (and in the log)."""
         self._close_bars()
-        if self.log_path is not None:
-            self._log(message)
-        print(message, file=self.err, flush=True)
+        print(message, file=self.err, flush=True)  # the terminal first: the log may be broken
+        self._log(message)
 
     def failed(self, exc: BaseException) -> None:
         """An unexpected error: its traceback on the terminal and in the log."""
@@ -187,9 +204,9 @@ class Console:
 
     def _warning(self, message, category, filename, lineno, file=None, line=None) -> None:
         text = warnings.formatwarning(message, category, filename, lineno, line).rstrip()
-        self._log(text)
         if "resgan" in Path(filename).parts:  # ours: meant for the person running the stage
             tqdm.write(text, file=self.err)
+        self._log(text)
 
     # -- progress -------------------------------------------------------------------------
     def bar(self, total: int, desc: str, unit: str, initial: int = 0) -> tqdm:

@@ -5,6 +5,7 @@ resgan.training.resume.open_run.)"""
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from collections.abc import Callable
@@ -38,6 +39,12 @@ def run(main: Callable[[], str | None], stage: str | None = None) -> None:
     """Run a stage's main under a Console (resgan.console): a line when it starts, the
     headline ``main`` returns when it ends; configuration and input errors become one line
     and exit 1, an unexpected error its traceback (on the terminal and in the log)."""
+    from resgan.tracking import move_credentials
+
+    try:
+        move_credentials()  # before anything can print or log the tracking URI
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
     con = Console(stage or Path(sys.argv[0]).stem.lstrip("-") or "stage").open()  # ("-c")
     try:
         headline = main()
@@ -47,6 +54,13 @@ def run(main: Callable[[], str | None], stage: str | None = None) -> None:
     except KeyboardInterrupt:
         con.error(f"{con.stage}: interrupted")
         raise
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            con.failed(exc)
+            sys.exit(1)
+        con.error(f"error: no space left on the device of {exc.filename or 'the log or an output'}"
+                  f" ({con.log_path or 'no log'}): free space and run the stage again")
+        sys.exit(1)
     except Exception as exc:
         # A bounded wait for Ray resources that ran out (resgan.training.ray_train); looked
         # up only where a stage imported Ray, so stages without Ray do not import it.

@@ -40,6 +40,44 @@ def workspace_root() -> Path:
     return cwd
 
 
+def move_credentials(env: dict[str, str] | None = None) -> bool:
+    """Take credentials out of ``MLFLOW_TRACKING_URI``: ``http://user:pw@host`` (as users
+    paste it) becomes ``http://host``, with the user and password in MLflow's own
+    ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (values already set there are
+    kept). Then no URI that the project or MLflow prints, logs, tags or uploads carries the
+    password, in this process or in any it starts (Ray's, DVC's). Also turns off MLflow's
+    "View run ... at <url>" lines. Every stage and the CLI call this first.
+
+    Returns whether credentials were moved.
+    Raises:
+        ValueError: an "@" that is not a plain ``user:password@host`` (for example a password
+            with an unescaped "/", "?" or "#"): the message does not repeat the URI.
+    """
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    env = os.environ if env is None else env
+    env.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    uri = env.get("MLFLOW_TRACKING_URI", "")
+    if "@" not in uri.partition("://")[2]:
+        return False
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        parts = None
+    if parts is None or "@" not in parts.netloc:
+        raise ValueError("MLFLOW_TRACKING_URI has an '@' that is not a plain "
+                         "scheme://user:password@host: set MLFLOW_TRACKING_USERNAME and "
+                         "MLFLOW_TRACKING_PASSWORD instead and leave them out of the URI (or "
+                         "percent-encode the password)")
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, has_password, password = userinfo.partition(":")
+    env.setdefault("MLFLOW_TRACKING_USERNAME", unquote(user))
+    if has_password:
+        env.setdefault("MLFLOW_TRACKING_PASSWORD", unquote(password))
+    env["MLFLOW_TRACKING_URI"] = urlunsplit(parts._replace(netloc=host))
+    return True
+
+
 def tracking_uri() -> str:
     """The tracking URI in force, with a relative sqlite path made absolute (against the
     DVC workspace, so experiments in DVC's temporary copies share the workspace's store)."""
