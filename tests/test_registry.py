@@ -122,7 +122,8 @@ def test_worse_model_never_takes_champion(mlflow_store, tmp_path):
     assert float(champ.tags["decision.margin"]) == pytest.approx(2.0)
     assert c.get_model_version("m", "3").tags["decision"] == "declined"
     assert len(c.search_model_versions("name='m'")) == 4
-    assert [m.name for m in c.search_registered_models()] == ["m"]  # the lock is gone
+    assert [m.name for m in c.search_registered_models()] == ["m", "m--promotion-lock"]
+    assert c.search_model_versions("name='m--promotion-lock'") == []  # every ticket released
 
     # resgan sample from the registry (pt2, no pickle) equals sampling the file itself
     cli(["sample", "models:/m@champion", "-o", str(tmp_path / "a.png"), "-n", "9", "--seed", "3"])

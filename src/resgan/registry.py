@@ -51,7 +51,6 @@ ALIAS = "champion"
 PREVIOUS = "previous-champion"
 STATE_FILE = "generator.pt"  # the state-dict file logged beside the pt2 model
 LOCK_SUFFIX = "--promotion-lock"
-STALE_LOCK_S = 900.0  # a lock older than this was left by a crashed registration
 
 
 class RegistryError(RuntimeError):
@@ -113,59 +112,113 @@ def log_generator(generator_path: str | Path, run_id: str) -> str:
 
 # ---- the promotion lock ---------------------------------------------------------------------
 
+LOCK_LEASE_S = 60.0  # a lock ticket not renewed for this long (its holder died) is broken
+LOCK_SOURCE = "resgan-lock:/promotion"  # the tickets' model-version source (nothing to load)
+
+
 @contextlib.contextmanager
-def promotion_lock(model_name: str, timeout_s: float = 300.0) -> Iterator[None]:
+def promotion_lock(model_name: str, timeout_s: float = 300.0,
+                   lease_s: float | None = None) -> Iterator[None]:
     """Hold the registry-wide lock of ``model_name`` while aliases are read and moved.
 
-    The lock is a registered model named ``<model_name>--promotion-lock``: creating a
-    registered model is atomic in every MLflow store (a unique name in its database), so
-    this works on the embedded store and on a shared ``mlflow server`` alike. A lock older
-    than STALE_LOCK_S was left by a crashed holder and is broken.
+    A ticket lock in the model registry itself, so it works on the embedded store and on a
+    shared ``mlflow server`` alike. The registered model ``<model_name>--promotion-lock``
+    holds one model version per registration that wants the lock: the store numbers them
+    atomically and never reuses a number, so version numbers are tickets, served in order.
+    The lowest live ticket holds the lock; release deletes one's own ticket and nothing else.
 
+    - *Lease*: every ticket is renewed every ``lease_s / 4`` seconds by a thread of its owner
+      (the store stamps the renewal with its own clock), while it waits and while it holds, so
+      a gate that runs for an hour keeps its lock.
+    - *Staleness*: a waiter breaks a lower ticket whose renewal stamp has not changed for
+      ``lease_s`` seconds of the waiter's own monotonic clock: no two machines' clocks are
+      compared, so a waiter whose clock runs ahead breaks nothing. A SIGKILLed holder is
+      broken after ``lease_s`` (60 s), within the default wait. Breaking deletes that one
+      ticket number, so two waiters breaking it at once delete the same ticket, and neither
+      can delete the lock of whoever got it next.
+
+    Args:
+        lease_s: default LOCK_LEASE_S, or the environment's RESGAN_LOCK_LEASE_S.
     Raises:
         RegistryError: the lock was not free within ``timeout_s`` (names its holder).
     """
+    import threading
+    import uuid
+
     from mlflow.exceptions import MlflowException
 
+    lease = float(lease_s or os.environ.get("RESGAN_LOCK_LEASE_S") or LOCK_LEASE_S)
     c = tracking.client()
     name = model_name + LOCK_SUFFIX
-    holder = f"{socket.gethostname()}:{os.getpid()}"
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    with contextlib.suppress(MlflowException):  # RESOURCE_ALREADY_EXISTS: kept for good
+        c.create_registered_model(name, description=f"The promotion lock of '{model_name}': "
+                                  "one version per registration waiting or holding (resgan)")
+    ticket = str(c.create_model_version(name, LOCK_SOURCE, tags={"holder": holder},
+                                        description=f"{holder}: waiting").version)
+    stop, lost = threading.Event(), threading.Event()
+
+    def renew() -> None:
+        rc, n = tracking.client(), 0
+        while not stop.wait(lease / 4):
+            n += 1
+            try:
+                rc.update_model_version(name, ticket, description=f"{holder}: alive ({n})")
+            except MlflowException as exc:
+                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":  # broken: we stalled > lease
+                    lost.set()
+                    return
+            except Exception:  # a network blip: the next renewal tries again
+                pass
+
+    renewer = threading.Thread(target=renew, name="promotion-lock-lease", daemon=True)
+    renewer.start()
+    try:
+        _wait_for_turn(c, name, ticket, lease, timeout_s, model_name)
+        yield
+        if lost.is_set():
+            import warnings
+
+            warnings.warn(f"the promotion lock of '{model_name}' was broken while held (this "
+                          f"process stalled for over {lease:.0f} s): check the aliases",
+                          stacklevel=2)
+    finally:
+        stop.set()
+        renewer.join(timeout=30)
+        with contextlib.suppress(MlflowException):
+            c.delete_model_version(name, ticket)
+
+
+def _wait_for_turn(c, name: str, ticket: str, lease: float, timeout_s: float,
+                   model_name: str) -> None:
+    """Wait until no live ticket below ``ticket`` remains, breaking those not renewed."""
+    from mlflow.exceptions import MlflowException
+
+    seen: dict[str, tuple[Any, float]] = {}  # ticket -> (renewal stamp, when it last changed)
     deadline = time.monotonic() + timeout_s
     delay = 0.05
     while True:
-        try:
-            c.create_registered_model(name, tags={"holder": holder, "since": repr(time.time())},
-                                      description="held while a resgan registration moves aliases")
-            break
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        held = _lock_tags(c, name)
-        if time.time() - float(held.get("since", "inf")) > STALE_LOCK_S:
-            with contextlib.suppress(MlflowException):  # another waiter may break it first
-                c.delete_registered_model(name)
-            continue
-        if time.monotonic() > deadline:
+        lower = sorted((mv for mv in c.search_model_versions(f"name='{name}'")
+                        if int(mv.version) < int(ticket)), key=lambda mv: int(mv.version))
+        if not lower:
+            return
+        now = time.monotonic()
+        for mv in lower:
+            stamp = (mv.last_updated_timestamp, mv.description)
+            if mv.version not in seen or seen[mv.version][0] != stamp:
+                seen[mv.version] = (stamp, now)
+            elif now - seen[mv.version][1] > lease:  # its holder stopped renewing: dead
+                with contextlib.suppress(MlflowException):  # another waiter broke it first
+                    c.delete_model_version(name, mv.version)
+        if now > deadline:
+            holder = (lower[0].tags or {}).get("holder", "?")
             raise RegistryError(
                 f"waited {timeout_s:.0f} s for the promotion lock of model '{model_name}' "
-                f"(registered model '{name}', held by {held.get('holder', '?')}); if no "
-                f"registration is running, delete that registered model")
+                f"(held by {holder}, ticket {lower[0].version} of registered model '{name}', "
+                f"renewed while its registration runs; a dead holder's ticket is broken "
+                f"after {lease:.0f} s)")
         time.sleep(delay)
         delay = min(1.0, delay * 1.5)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(MlflowException):
-            c.delete_registered_model(name)
-
-
-def _lock_tags(c, name: str) -> dict[str, str]:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return dict(c.get_registered_model(name).tags)
-    except MlflowException:  # freed in between
-        return {"since": repr(time.time())}
 
 
 # ---- versions and aliases ------------------------------------------------------------------
