@@ -131,6 +131,10 @@ def _num(x: float, digits: int = 2) -> str:
     return "n/a" if not math.isfinite(x) else f"{x:.{digits}f}"
 
 
+def _p(p: float) -> str:
+    return "< 0.001" if 0 <= p < 0.001 else _num(p, 3)
+
+
 def comparisons(cells: list[Cell]) -> list[dict[str, Any]]:
     """Every comparison the report reads, each a Welch test of log FID over training seeds:
 
@@ -278,7 +282,7 @@ def write_report(out: str | Path, cells: list[Cell], settings: dict[str, Any],
                        f"{c['against']}, {'residual' if c['residual'] else 'plain'}")
             lines.append(f"| {what} | {policy}{c['fid']:.2f} | {against} | {c['fid_against']:.2f} | "
                          f"{c['ratio']:.2f} ({_num(c['ratio_low'])}–{_num(c['ratio_high'])}) | "
-                         f"{_num(c['p_value'], 3)} | {c['wins']:g} of {c['pairs']} | "
+                         f"{_p(c['p_value'])} | {c['wins']:g} of {c['pairs']} | "
                          f"{_reading(c)} |")
     aug_comp = augment_comparison(cells) if aug else []
     if aug_comp:
