@@ -1,3 +1,4 @@
+import math
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,40 @@ def test_errors_name_the_key_and_what_is_allowed(raw, expected):
     assert msg.startswith("params.yaml: ")
     assert expected in msg
     assert "\n" not in msg
+
+
+def _float_keys():
+    """Every params key that takes a float (or a list of floats), by walking the schema."""
+    from resgan.config import Config
+
+    for section, f in Config.model_fields.items():
+        for key, field in f.annotation.model_fields.items():
+            if "float" in repr(field.annotation):
+                yield section, key, "list" in repr(field.annotation).lower()
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_no_inf_or_nan_anywhere(bad):
+    """.inf and .nan are floats to YAML: every float key refuses them in one line, before any
+    work (gp_lambda, the EMA half-life, min_improvement and lock_timeout_s once took them)."""
+    keys = list(_float_keys())
+    assert {("train", "gp_lambda"), ("register", "lock_timeout_s"), ("tune", "lr_g_range")} <= {
+        (s, k) for s, k, _ in keys}
+    for section, key, is_list in keys:
+        value = [1e-4, bad] if is_list else bad
+        with pytest.raises(ConfigError) as err:
+            load_config({section: {key: value}}, "params.yaml")
+        msg = str(err.value)
+        assert f"{section}.{key}" in msg and "\n" not in msg, msg
+
+
+def test_inf_in_yaml_text_is_refused(tmp_path):
+    from resgan.stage import read_params
+
+    p = tmp_path / "params.yaml"
+    p.write_text("train:\n  ema_halflife_kimg: .inf\n  ema_rampup: null\n")
+    with pytest.raises(ConfigError, match=r"train.ema_halflife_kimg: Input should be a finite number"):
+        read_params(str(p))
 
 
 def test_batch_that_splits_over_the_workers_is_accepted():

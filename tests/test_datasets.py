@@ -13,6 +13,7 @@ import os
 import pickle
 import re
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -101,7 +102,7 @@ def test_cifar_batch_that_runs_code_is_refused(tmp_path):
     with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "wb") as f:
         pickle.dump({"data": _Evil(), "labels": [0]}, f, protocol=2)
     with pytest.raises(DataError, match=r"data_batch_3 is not a CIFAR-10 python batch "
-                                        r"\(pickle names (posix|os)\.system\)"):
+                                        r"\(pickle names (posix|os)\.system, a global"):
         load_dataset("cifar10", 32, root=tmp_path, download=False)
 
 
@@ -321,3 +322,159 @@ def test_prepare_unlabelled_folder(tmp_path, inception_weights):
     with np.load(feats / "floor-draws.npz") as draws:
         assert len(draws["copier"]) == metrics["fid_copier_draws"]
         assert draws["novel"].mean() == pytest.approx(metrics["fid_novel"])
+
+
+# ---- hostile and unlucky files: read right, or one DataError line naming the file -----------
+
+def _one_line_naming(err, path) -> str:
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg, msg
+    return msg
+
+
+def test_a_batch_above_the_size_cap_is_refused_before_reading(tmp_path):
+    from resgan.data import CIFAR_BATCH_MAX_BYTES, _read_cifar_batch
+
+    path = tmp_path / "data_batch_1"
+    with open(path, "wb") as f:
+        f.truncate(CIFAR_BATCH_MAX_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(DataError, match="more than a batch's") as err:
+        _read_cifar_batch(path)
+    _one_line_naming(err, path)
+
+
+@pytest.mark.parametrize("protocol", range(0, pickle.HIGHEST_PROTOCOL + 1))
+def test_a_valid_batch_at_any_protocol_is_read(tmp_path, protocol):
+    from resgan.data import _read_cifar_batch
+
+    data = np.arange(2 * 3072, dtype=np.int64).astype(np.uint8).reshape(2, 3072)
+    (tmp_path / "b").write_bytes(pickle.dumps({b"data": data, b"labels": [3, 9]}, protocol=protocol))
+    got, labels = _read_cifar_batch(tmp_path / "b")
+    np.testing.assert_array_equal(got, data)
+    assert labels.tolist() == [3, 9]
+
+
+def _bad_png_cases(root):
+    """name -> (path written, regex of the reason)."""
+    root.mkdir(parents=True, exist_ok=True)
+    good = root / "good.png"
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(good)
+    cases = {}
+    (root / "random.png").write_bytes(os.urandom(300))
+    cases["random bytes"] = (root / "random.png", "not a readable image")
+    noisy = root / "noisy.png"  # incompressible: a cut loses pixels
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(noisy)
+    (root / "cut.png").write_bytes(noisy.read_bytes()[:6000])
+    noisy.unlink()
+    cases["truncated"] = (root / "cut.png", "not a readable image .*truncated")
+    (root / "passwd.png").symlink_to("/etc/passwd")
+    cases["a symlink to a system file"] = (root / "passwd.png", "not a readable image")
+    big = root / "huge.png"
+    Image.new("1", (9000, 9000)).save(big)  # 9000 x 9000 in a few KB
+    cases["9000 x 9000"] = (big, r"9000x9000 pixels, more than")
+    header = bytearray(good.read_bytes())
+    header[16:24] = struct.pack(">II", 20000, 10000)  # IHDR claims 20000 x 10000 ...
+    header[29:33] = struct.pack(">I", zlib.crc32(bytes(header[12:29])))  # ... with a valid CRC
+    (root / "claims.png").write_bytes(bytes(header))
+    cases["a header claiming 20000 x 10000"] = (root / "claims.png", r"claims more than the .* "
+                                                                     r"pixels an image may have")
+    return cases
+
+
+def test_every_unreadable_image_is_refused_in_one_line_naming_it(tmp_path):
+    cases = _bad_png_cases(tmp_path / "all")
+    for what, (path, why) in cases.items():
+        folder = tmp_path / what.replace(" ", "_")
+        folder.mkdir()
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(folder / "good.png")
+        target = folder / path.name
+        if path.is_symlink():
+            target.symlink_to(os.readlink(path))
+        else:
+            target.write_bytes(path.read_bytes())
+        with pytest.raises(DataError) as err:
+            load_dataset("folder", 8, root=folder)
+        msg = _one_line_naming(err, target)
+        assert re.search(why, msg), (what, msg)
+
+
+def test_hidden_files_and_macos_resource_forks_are_skipped(tmp_path):
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "a.png")
+    (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07" + bytes(100))  # AppleDouble
+    (tmp_path / ".thumbs").mkdir()
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(tmp_path / ".thumbs" / "b.png")
+    x, _ = load_dataset("folder", 8, root=tmp_path)
+    assert x.shape == (1, 3, 8, 8)
+    np.testing.assert_allclose(x[0, :, 4, 4], [1, -1, -1], atol=1e-5)
+
+
+def test_16_bit_grey_images_are_scaled_not_clipped(tmp_path):
+    for i, value in enumerate((0, 16384, 32768, 65535)):
+        Image.fromarray(np.full((8, 8), value, dtype=np.uint16)).save(tmp_path / f"{i}.png")
+    assert Image.open(tmp_path / "1.png").mode.startswith("I")  # really 16-bit on disk
+    x, _ = load_dataset("folder", 8, root=tmp_path)
+    expected = np.array([0, 16384, 32768, 65535]) / 65535 * 2 - 1
+    np.testing.assert_allclose(x[:, 0, 4, 4], expected, atol=1e-4)
+    np.testing.assert_allclose(x[:, 0], x[:, 2])  # grey over the three channels
+
+
+def test_png_mutation_fuzz_never_escapes(tmp_path):
+    """Valid PNGs with bytes flipped, cut or inserted: read, or DataError naming the file."""
+    import io
+    import random
+
+    rng = random.Random(0)
+    buf = io.BytesIO()
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(buf, "PNG")
+    seed = buf.getvalue()
+    refused = 0
+    for i in range(300):
+        raw = bytearray(seed)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(raw))
+            if rng.random() < 0.5:
+                raw[at] = rng.randrange(256)
+            else:
+                del raw[at:at + rng.randint(1, 8)]
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        (folder / "x.png").write_bytes(bytes(raw))
+        try:
+            load_dataset("folder", 8, root=folder)
+        except DataError as err:
+            assert "\n" not in str(err) and "x.png" in str(err), str(err)
+            refused += 1
+    assert refused > 30
+
+
+def _write_idx_raw(path, magic: bytes, dims: tuple, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(magic + struct.pack(f">{len(dims)}I", *dims) + payload)
+
+
+@pytest.mark.parametrize("case, why", [
+    ("counts", r"train-images-idx3-ubyte has 12 images but .*train-labels-idx1-ubyte 11 labels"),
+    ("labels", r"t10k-labels-idx1-ubyte: labels 0-195, not 0-9"),
+    ("shape", r"t10k-images-idx3-ubyte: images of shape \(20, 20\), not 28 x 28"),
+    ("magic", r"the IDX files under .* are not valid"),
+    ("truncated", r"the IDX files under .* are not valid"),
+])
+def test_broken_idx_files_are_one_line(tmp_path, case, why):
+    _mnist_files(tmp_path, "MNIST")
+    raw = tmp_path / "MNIST" / "raw"
+    if case == "counts":
+        write_idx(raw / "train-labels-idx1-ubyte", np.arange(11) % 3)
+    elif case == "labels":
+        write_idx(raw / "t10k-labels-idx1-ubyte", np.arange(6) * 39 % 200)
+    elif case == "shape":
+        write_idx(raw / "t10k-images-idx3-ubyte", np.zeros((6, 20, 20), np.uint8))
+    elif case == "magic":
+        p = raw / "train-images-idx3-ubyte"
+        p.write_bytes(b"\x00\x00\x09\x07" + p.read_bytes()[4:])
+    else:
+        p = raw / "train-images-idx3-ubyte"
+        p.write_bytes(p.read_bytes()[:100])
+    with pytest.raises(DataError) as err:
+        load_dataset("mnist", 16, root=tmp_path, download=False)
+    msg = str(err.value)
+    assert "\n" not in msg and re.search(why, msg), msg

@@ -33,7 +33,8 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     # strict: a string "0.1" is not silently taken for a float; extra: typos are errors.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # allow_inf_nan=False: .inf and .nan pass YAML as floats and break training later.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):

@@ -138,21 +138,41 @@ def read_mnist_sample(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _mnist(name: str, root: Path, download: bool) -> tuple[torch.Tensor, np.ndarray]:
+    """MNIST or Fashion-MNIST from their IDX files under root/<MNIST|FashionMNIST>/raw,
+    checked: 28 x 28 images, as many labels as images, labels 0-9; any other file content
+    is refused in one line naming the file."""
     from torchvision import datasets
 
     cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
     raw = root / cls.__name__ / "raw"
-    files = ", ".join(Path(url).name.removesuffix(".gz") for url, _ in cls.resources)
+    names = [Path(url).name.removesuffix(".gz") for url, _ in cls.resources]
+    present = all((raw / f).is_file() for f in names)
     parts = []
     for train in (True, False):
         try:
-            ds = cls(str(root), train=train, download=download)
-        except Exception as exc:  # RuntimeError (not found) or a network error
+            ds = cls(str(root), train=train, download=download and not present)
+        except Exception as exc:  # RuntimeError (not found), a network error, a bad file
+            if present:
+                raise DataError(
+                    f"{name}: the IDX files under {raw} are not valid ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:120] if str(exc) else 'no detail'}): replace "
+                    f"them with the original {', '.join(names)}") from None
             how = "download failed" if download else "data.download is false"
             raise DataError(
                 f"{name}: IDX files not found under {raw} and {how} "
-                f"({exc.__class__.__name__}): put {files} there, "
+                f"({exc.__class__.__name__}): put {', '.join(names)} there, "
                 "or run once where the network allows") from None
+        split = "train" if train else "t10k"
+        images, labels = (raw / f"{split}-images-idx3-ubyte", raw / f"{split}-labels-idx1-ubyte")
+        if ds.data.ndim != 3 or tuple(ds.data.shape[1:]) != (28, 28):
+            raise DataError(f"{name}: {images}: images of shape {tuple(ds.data.shape[1:])}, "
+                            f"not 28 x 28")
+        if ds.targets.ndim != 1 or len(ds.targets) != len(ds.data):
+            raise DataError(f"{name}: {images} has {len(ds.data):,} images but {labels} "
+                            f"{len(ds.targets):,} labels")
+        if len(ds.targets) and not (0 <= int(ds.targets.min()) and int(ds.targets.max()) <= 9):
+            raise DataError(f"{name}: {labels}: labels {int(ds.targets.min())}-"
+                            f"{int(ds.targets.max())}, not 0-9")
         parts.append(ds)
     x = torch.cat([p.data for p in parts]).unsqueeze(1).float() / 255.0
     y = torch.cat([p.targets for p in parts]).numpy().astype(np.int64)
@@ -187,198 +207,93 @@ def _cifar10(root: Path, download: bool) -> tuple[torch.Tensor, np.ndarray]:
     return x, np.concatenate(ys).astype(np.int64)
 
 
-# ---- CIFAR-10's python batches, read without unpickling -------------------------------------
+# ---- CIFAR-10's python batches, read without unpickling (resgan.safe_pickle) --------------
 # A batch is a pickled dict: b"data" a uint8 array of N x 3072, b"labels" a list of N ints,
-# and two descriptive entries. Unpickling runs whatever the file names, and even an
-# allow-list of numpy's own constructors can be driven to read raw bytes as object pointers
-# (a dtype whose state gives it an object field). So the opcodes are interpreted here: only
-# plain containers, strings, bytes and numbers are built; the three numpy names an array
-# needs are kept as names, their calls recorded and never made; and an array is accepted
-# only as exactly what a CIFAR batch holds (uint8, C order, no fields, as many bytes as its
-# shape says), then made by np.frombuffer. Anything else is refused before any element is read.
-
-class _Name(tuple):
-    """A global a pickle names (module, name): never imported."""
-
-
-class _Call:
-    """A REDUCE that was recorded, not made (and the state a BUILD gave it)."""
-
-    def __init__(self, func: _Name, args: tuple):
-        self.func, self.args, self.state, self.built = func, args, None, False
-
-
-_NAMES = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-          ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
-_PUSH = {"BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8", "UNICODE", "BINSTRING",
-         "SHORT_BINSTRING", "STRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BININT",
-         "BININT1", "BININT2", "INT", "LONG", "LONG1", "LONG4", "BINFLOAT", "FLOAT"}
-_CONST = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
-
-
-class _NotCifar(ValueError):
-    pass
-
-
-def _interpret(raw: bytes):
-    """The object a pickle describes, built from plain containers, _Name and _Call only."""
-    import pickletools
-
-    stack: list = []
-    marks: list[int] = []
-    memo: dict[int, object] = {}
-
-    def pop_mark() -> list:
-        if not marks:
-            raise _NotCifar("pickle: a MARK is missing")
-        at = marks.pop()
-        items = stack[at:]
-        del stack[at:]
-        return items
-
-    try:
-        ops = list(pickletools.genops(raw))
-    except Exception as exc:  # truncated or not a pickle at all
-        raise _NotCifar(f"not a pickle ({exc})") from None
-    for op, arg, _ in ops:
-        name = op.name
-        if name in ("PROTO", "FRAME"):
-            continue
-        if name == "STOP":
-            if len(stack) != 1 or marks:
-                raise _NotCifar("pickle: an unbalanced stack at STOP")
-            return stack[0]
-        if name in _PUSH:
-            stack.append(arg)
-        elif name in _CONST:
-            stack.append(_CONST[name])
-        elif name == "MARK":
-            marks.append(len(stack))
-        elif name in ("EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE"):
-            stack.append({"EMPTY_DICT": {}, "EMPTY_LIST": [], "EMPTY_TUPLE": ()}[name])
-        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-            n = int(name[-1])
-            if len(stack) < n:
-                raise _NotCifar("pickle: stack underflow")
-            stack[-n:] = [tuple(stack[-n:])]
-        elif name in ("TUPLE", "LIST"):
-            items = pop_mark()
-            stack.append(tuple(items) if name == "TUPLE" else items)
-        elif name == "DICT":
-            items = pop_mark()
-            stack.append(dict(zip(items[::2], items[1::2])))
-        elif name in ("APPEND", "APPENDS"):
-            items = [stack.pop()] if name == "APPEND" else pop_mark()
-            if not stack or not isinstance(stack[-1], list):
-                raise _NotCifar("pickle: APPEND to something that is not a list")
-            stack[-1].extend(items)
-        elif name in ("SETITEM", "SETITEMS"):
-            items = stack[-2:] if name == "SETITEM" else pop_mark()
-            if name == "SETITEM":
-                del stack[-2:]
-            if not stack or not isinstance(stack[-1], dict) or len(items) % 2:
-                raise _NotCifar("pickle: SETITEM on something that is not a dict")
-            for key, value in zip(items[::2], items[1::2]):
-                if not isinstance(key, (str, bytes, int)):
-                    raise _NotCifar(f"pickle: a dict key of type {type(key).__name__}")
-                stack[-1][key] = value
-        elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
-            memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
-        elif name in ("GET", "BINGET", "LONG_BINGET"):
-            if arg not in memo:
-                raise _NotCifar("pickle: GET of an unknown memo entry")
-            stack.append(memo[arg])
-        elif name in ("GLOBAL", "STACK_GLOBAL"):
-            module, attr = arg.split(" ", 1) if name == "GLOBAL" else (stack.pop(-2), stack.pop())
-            if (module, attr) not in _NAMES:
-                raise _NotCifar(f"pickle names {module}.{attr}")
-            stack.append(_Name((module.replace("numpy.core", "numpy._core", 1), attr)))
-        elif name == "REDUCE":
-            args, func = stack.pop(), stack.pop()
-            if not isinstance(func, _Name) or not isinstance(args, tuple):
-                raise _NotCifar("pickle: a call of something that is not an allowed name")
-            stack.append(_Call(func, args))
-        elif name == "BUILD":
-            state = stack.pop()
-            if not stack or not isinstance(stack[-1], _Call) or stack[-1].built:
-                raise _NotCifar("pickle: BUILD of something that is not a fresh array or dtype")
-            stack[-1].state, stack[-1].built = state, True
-        else:
-            raise _NotCifar(f"pickle opcode {name} is not one a CIFAR batch uses")
-    raise _NotCifar("pickle: no STOP")
-
-
-def _as_bytes(x) -> bytes:
-    """An array's raw data: bytes, a latin-1 str (Python 2 pickles), or _codecs.encode(str, "latin1")."""
-    if isinstance(x, bytes):
-        return x
-    if isinstance(x, str):
-        return x.encode("latin-1")
-    if (isinstance(x, _Call) and x.func == ("_codecs", "encode") and not x.built
-            and len(x.args) == 2 and isinstance(x.args[0], str) and x.args[1] in ("latin1", "latin-1")):
-        return x.args[0].encode("latin-1")
-    raise _NotCifar("an array's data is not raw bytes")
-
-
-def _uint8_array(x) -> np.ndarray:
-    """A recorded ndarray reconstruction, checked to be a plain C-order uint8 array."""
-    if not (isinstance(x, _Call) and x.func == ("numpy._core.multiarray", "_reconstruct")
-            and x.built and len(x.args) == 3 and x.args[0] == ("numpy", "ndarray")):
-        raise _NotCifar("data is not a numpy array")
-    st = x.state
-    if not (isinstance(st, tuple) and len(st) == 5 and isinstance(st[1], tuple)
-            and all(type(n) is int and 0 <= n < 2**31 for n in st[1]) and st[3] in (False, 0)):
-        raise _NotCifar("data: not a C-order array with a plain shape")
-    dt = st[2]
-    if not (isinstance(dt, _Call) and dt.func == ("numpy", "dtype") and dt.built
-            and dt.args[:1] == ("u1",) and isinstance(dt.state, tuple) and len(dt.state) >= 5
-            and dt.state[2:5] == (None, None, None)):  # no sub-array, no field names, no fields
-        raise _NotCifar("data: its dtype is not plain uint8")
-    raw, shape = _as_bytes(st[4]), st[1]
-    if len(raw) != int(np.prod(shape, dtype=np.int64)):
-        raise _NotCifar(f"data: {len(raw)} bytes for a shape of {shape}")
-    return np.frombuffer(raw, dtype=np.uint8).reshape(shape).copy()
+# and two descriptive entries.
+CIFAR_BATCH_MAX_BYTES = 64 << 20  # a real batch is 31 MB
 
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR-10 python batch as (N x 3072 uint8, N int64 labels in 0..9); anything else
-    is refused in one line naming the file (see _interpret: no pickle code is run)."""
+    is refused in one line naming the file, in bounded time and memory (no pickle code is run)."""
+    from resgan.safe_pickle import NotData, interpret, uint8_array
+
     try:
-        batch = _interpret(Path(path).read_bytes())
+        size = Path(path).stat().st_size
+        if size > CIFAR_BATCH_MAX_BYTES:
+            raise NotData(f"{size:,} bytes, more than a batch's {CIFAR_BATCH_MAX_BYTES:,}")
+        batch = interpret(Path(path).read_bytes())
         if not isinstance(batch, dict):
-            raise _NotCifar("not a dict")
+            raise NotData("not a dict")
         batch = {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
         if "data" not in batch or "labels" not in batch:
-            raise _NotCifar(f"keys {sorted(map(str, batch))}, not data and labels")
-        data = _uint8_array(batch["data"])
+            raise NotData(f"keys {sorted(str(k)[:40] for k in batch)[:8]}, not data and labels")
+        data = uint8_array(batch["data"], max_elements=CIFAR_BATCH_MAX_BYTES)
         labels = batch["labels"]
         if not (isinstance(labels, list) and all(type(v) is int and 0 <= v < 10 for v in labels)):
-            raise _NotCifar("labels: not a list of ints 0-9")
+            raise NotData("labels: not a list of ints 0-9")
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise _NotCifar(f"data: shape {data.shape}, not N x 3072")
-    except _NotCifar as exc:
+            raise NotData(f"data: shape {data.shape}, not N x 3072")
+    except NotData as exc:
         raise DataError(f"cifar10: {path} is not a CIFAR-10 python batch ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"cifar10: {path}: cannot read it ({exc.strerror or exc})") from None
     if len(labels) != len(data):
         raise DataError(f"cifar10: {path}: {len(data)} images but {len(labels)} labels")
     return data, np.asarray(labels, dtype=np.int64)
 
 
+FOLDER_MAX_PIXELS = 4096 * 4096  # an image header claiming more is refused before decoding
+
+
+def _read_image(path: Path) -> torch.Tensor:
+    """One image as 3 x H x W floats in [0, 1] (grey images repeated over RGB; 16-bit ones
+    scaled by 65535, not clipped), or DataError in one line naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:  # reads the header only
+            w, h = im.size
+            if w * h > FOLDER_MAX_PIXELS:
+                raise DataError(f"folder: {path}: {w}x{h} pixels, more than the "
+                                f"{FOLDER_MAX_PIXELS:,} an image may have here")
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey
+                a = np.asarray(im, dtype=np.float32) / 65535.0
+                x = torch.from_numpy(np.clip(a, 0.0, 1.0)).unsqueeze(0).expand(3, -1, -1)
+            else:
+                a = np.asarray(im.convert("RGB"), dtype=np.uint8)
+                x = torch.from_numpy(a.copy()).permute(2, 0, 1).float() / 255.0
+    except DataError:
+        raise
+    except Image.DecompressionBombError:  # Pillow's own cap, above ours: refused at the header
+        raise DataError(f"folder: {path}: its header claims more than the "
+                        f"{FOLDER_MAX_PIXELS:,} pixels an image may have here") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"folder: {path}: not a readable image ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:120] if str(exc) else 'no detail'}); "
+                        f"remove or replace it") from None
+    return x.contiguous()
+
+
 def _folder(root: Path, resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    from torchvision.datasets.folder import default_loader
+    """Every image under ``root`` (names starting with "." skipped: hidden files, macOS
+    ``._x.png``); one that cannot be read is refused in one line naming it, so the data is
+    never silently a subset of the folder."""
     from torchvision.transforms import v2
 
     if not root.is_dir():
         raise DataError(f"folder: {root} is not a folder (set data.root to a folder of images)")
     files = sorted(p for p in root.rglob("*")
-                   if p.is_file() and p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS)
+                   if p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts)
+                   and p.is_file())
     if not files:
         raise DataError(f"folder: no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
     # Labelled when every image sits in a class sub-folder (torchvision's ImageFolder layout).
     classes = sorted({f.relative_to(root).parts[0] for f in files if f.parent != root})
     labelled = len(classes) >= 2 and all(f.parent != root for f in files)
-    to_tensor = v2.Compose([v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
-                            v2.Resize(resolution, antialias=True), v2.CenterCrop(resolution)])
-    x = torch.stack([to_tensor(default_loader(str(f))) for f in files])  # RGB
+    resize = v2.Compose([v2.Resize(resolution, antialias=True), v2.CenterCrop(resolution)])
+    x = torch.stack([resize(_read_image(f)) for f in files])  # RGB
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[f.relative_to(root).parts[0]] if labelled else -1 for f in files],
                  dtype=np.int64)

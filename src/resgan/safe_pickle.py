@@ -113,7 +113,7 @@ def interpret(raw: bytes, *, names: frozenset = NUMPY_NAMES, max_ops: int = MAX_
         try:
             op, arg, _ = next(ops)
         except StopIteration:
-            raise NotData("pickle: no STOP") from None
+            raise NotData("not a pickle (it ends before STOP)") from None
         except Exception as exc:  # truncated, a bad length, an int too long to parse, ...
             raise NotData(f"not a pickle ({str(exc).splitlines()[0][:120]})") from None
         if count == max_ops:
@@ -174,8 +174,8 @@ def interpret(raw: bytes, *, names: frozenset = NUMPY_NAMES, max_ops: int = MAX_
             module, attr = arg.split(" ", 1) if name == "GLOBAL" else pop(2)
             if not isinstance(module, str) or not isinstance(attr, str) \
                     or (module, attr) not in names:
-                raise NotData(f"pickle names a global that data does not need "
-                              f"({str(module)[:60]}.{str(attr)[:60]})")
+                raise NotData(f"pickle names {str(module)[:60]}.{str(attr)[:60]}, a global "
+                              f"that data does not need")
             stack.append(Name((module.replace("numpy.core", "numpy._core", 1), attr)))
         elif name == "REDUCE":
             func, args = pop(2)
