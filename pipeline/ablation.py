@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from resgan.stage import PARAMS, monitor_ref, read_json, read_params, run
+from resgan.stage import PARAMS, monitor_ref, read_json, read_params, require_batch_fits, run
 from resgan import tracking
 from resgan.ablation import Cell, summarise, write_report
 from resgan.config import ConfigError, replace
@@ -102,6 +102,7 @@ def main() -> str:
         cfg = cfg.with_tuned(read_json(args.best), args.best, keys=tuned)
     if not Path(f"{args.prepared}/train.npz").exists():
         raise ConfigError(f"{args.prepared}/train.npz not found: run `dvc repro prepare` first")
+    require_batch_fits(cfg, args.prepared)
     comparable = _comparable_settings(cfg, read_json(f"{args.prepared}/metrics.json"))
     earlier = _earlier_cells(args.merge, comparable) if args.merge else []
     from ray import tune  # after validation: imports Ray

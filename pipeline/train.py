@@ -85,7 +85,6 @@ def main() -> str:
             start=start)
         follow_epochs(cfg.train.epochs, best["epochs"] if start else 0)
         state, seconds = fit_tracked(trainer, run_id)
-    record.release(mlflow_run_id=run_id, complete=True)
     out = Path(args.out)
     ckpt_io.export_generator(state, out / "generator.pt")
     # The per-epoch record is the MLflow run (Ray keeps metrics only with checkpoints).
@@ -110,6 +109,8 @@ def main() -> str:
                "epochs_in_tune": best["epochs"] if start else 0,
                "mlflow_run_id": run_id}  # from `dvc exp show` to the MLflow run
     write_json(out / "metrics.json", summary)
+    # complete only now that its outputs exist: a stage killed before this resumes the run
+    record.release(mlflow_run_id=run_id, complete=True)
     c = tracking.client()
     c.log_metric(run_id, "train_seconds", seconds)
     c.log_artifact(run_id, str(out / "history.csv"))

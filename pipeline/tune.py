@@ -67,7 +67,6 @@ def main() -> str:
     except BaseException:
         tracking.end_run(parent, "FAILED")
         raise
-    record.release(mlflow_run_id=parent, complete=True)
     c = tracking.client()
     c.log_metric(parent, "best_" + fid_name(fid_ref.features, cfg.train.fid_samples), best.fid)
     for key, value in best.point.items():
@@ -82,6 +81,8 @@ def main() -> str:
         "features": fid_ref.features, "fid_samples": cfg.train.fid_samples,
         "trials": len(rows), "failed": sum(r.status == "failed" for r in rows),
         "stopped": sum(r.status == "stopped" for r in rows), "mlflow_run_id": parent})
+    # complete only now that its outputs exist: a stage killed before this restores the search
+    record.release(mlflow_run_id=parent, complete=True)
     chosen = " ".join(f"{k}={v:.2e}" if isinstance(v, float) else f"{k}={v}"
                       for k, v in best.point.items())
     return (f"{len(rows)} trials ({sum(r.status == 'stopped' for r in rows)} stopped by ASHA); "

@@ -153,8 +153,47 @@ def test_diverging_trial_fails_and_the_search_goes_on(ray_runtime, tiny_cfg, pre
     runs = tracking.client().search_runs(
         [tracking.experiment_id("test")], f"tags.mlflow.parentRunId = '{parent}'")
     assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED"]
-    with pytest.raises(RuntimeError, match="no trial ran to tune.epochs"):
+    with pytest.raises(RuntimeError, match=r"no trial ran to tune.epochs; 2 of 2 failed after "
+                                           r"their retries .*DivergedError"):
         best_trial(rows)
+
+
+def test_a_trial_killed_by_the_machine_is_retried(ray_runtime, tiny_cfg, prepared, tmp_path):
+    """SIGKILL a running Tune trial's process (as Ray's memory monitor or a lost node does):
+    Tune's FailureConfig (train.max_failures) starts it again and the trial finishes its
+    budget, instead of failing the search."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from ray import tune
+    from ray.util.state import list_actors
+
+    from resgan.tuning import run_trials
+
+    storage = tmp_path / "ray"
+    cfg = replace(tiny_cfg, train={"epochs": 12, "max_failures": 2},
+                  ray={"storage_path": str(storage)})
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(rows=run_trials(
+        cfg, {"seed": tune.grid_search([0])}, num_samples=1, epochs=12, scheduler=None,
+        workers=1, max_concurrent=1, seed=0, data_path=str(prepared / "train.npz"),
+        fid_ref=_ref(prepared), use_gpu=False, parent_run_id=None, name="killed")))
+    thread.start()
+    deadline = time.time() + 300
+    while not any(p.read_text().strip() for p in storage.glob("killed/*/result.json")):
+        assert time.time() < deadline and thread.is_alive(), "the trial never reported"
+        time.sleep(0.2)
+    actors = [a for a in list_actors(address=ray.get_runtime_context().gcs_address,
+                                     filters=[("state", "=", "ALIVE")])
+              if "_trial" in a.class_name or "ImplicitFunc" in a.class_name]
+    assert len(actors) == 1, [a.class_name for a in actors]
+    os.kill(actors[0].pid, signal.SIGKILL)
+    thread.join(timeout=600)
+    (row,) = out["rows"]
+    assert row.status == "finished" and row.epochs == 12 and row.error is None
+    assert not row.process.endswith(f":{actors[0].pid}")  # it finished in a new process
 
 
 def test_lost_worker_resumes_from_the_checkpoint(ray_runtime, tiny_cfg, prepared, tmp_path):

@@ -141,3 +141,93 @@ def test_hold_keeps_the_heartbeat_fresh_and_release_ends_it(tmp_path, monkeypatc
     assert final == {"mlflow_run_id": "abc", "complete": True}  # no holder left
     time.sleep(0.5)
     assert record.read() == final  # and no beat after the release
+
+
+def test_a_late_claim_against_a_live_holder_is_refused(tmp_path, monkeypatch):
+    """Two claimants in this very process (same host and pid): the nonce tells them apart,
+    and the one that comes after the first's settle window finds a live holder."""
+    monkeypatch.setattr(resume, "CLAIM_SETTLE_S", 0.2)
+    first, second = RunRecord(str(tmp_path), "train-k"), RunRecord(str(tmp_path), "train-k")
+    assert first.claim(complete=False) is True
+    time.sleep(0.3)  # a little over the settle window: the case that once gave True twice
+    assert second.claim(complete=False) is False
+    assert record_nonce(first) == first._nonce
+    first.release(complete=True)
+
+
+def record_nonce(record) -> str:
+    return record.read()["holder"]["nonce"]
+
+
+def test_a_holder_whose_record_was_taken_stops_beating_and_leaves_it(tmp_path, monkeypatch,
+                                                                     live_pid, capsys):
+    monkeypatch.setattr(resume, "HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(resume, "CLAIM_SETTLE_S", 0.05)
+    record = RunRecord(str(tmp_path), "train-k")
+    assert record.claim(complete=False)
+    theirs = {"host": socket.gethostname(), "pid": live_pid, "nonce": "theirs",
+              "heartbeat": time.time()}
+    RunRecord(str(tmp_path), "train-k").write(complete=False, holder=theirs)
+    time.sleep(0.8)
+    assert record_nonce(record) == "theirs"  # not overwritten by our beats
+    assert "was claimed by another stage" in capsys.readouterr().out
+    record.release(complete=True)  # not ours any more: left alone
+    assert record.read()["holder"]["nonce"] == "theirs"
+
+
+def test_two_writers_of_one_epoch_never_mix_their_bytes(tmp_path):
+    """Two processes' worth of writers saving epoch 3 at once: the file is one of the two
+    states, whole, and no temporary file is left."""
+    import threading
+
+    import torch
+
+    from resgan.training import checkpoint as ckpt
+
+    def state(v):
+        return {"epoch": 3, "G_kwargs": {"z_dim": 4, "channels": 4, "depth": 1, "resolution": 8,
+                                         "img_channels": 1, "residual": True},
+                "w": torch.full((200_000,), float(v))}
+
+    for _ in range(5):
+        threads = [threading.Thread(target=ckpt.keep, args=(str(tmp_path), state(v)))
+                   for v in (1, 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        got = ckpt.load(tmp_path / "checkpoint_000003")["w"]
+        assert got.unique().numel() == 1 and float(got[0]) in (1.0, 2.0)
+    assert [p.name for p in (tmp_path / "checkpoint_000003").iterdir()] == ["checkpoint.pt"]
+
+
+def test_a_truncated_newest_checkpoint_is_skipped_for_the_one_before(tmp_path, capsys):
+    import torch
+
+    from resgan.training import checkpoint as ckpt
+
+    kw = {"z_dim": 4, "channels": 4, "depth": 1, "resolution": 8, "img_channels": 1,
+          "residual": True}
+    for epoch in (1, 2):
+        ckpt.keep(str(tmp_path), {"epoch": epoch, "G_kwargs": kw, "w": torch.zeros(10)})
+    newest = tmp_path / "checkpoint_000002" / "checkpoint.pt"
+    newest.write_bytes(newest.read_bytes()[:200])
+    assert ckpt.newest(str(tmp_path)).endswith("checkpoint_000001")
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "checkpoint_000002 cannot be loaded" in out
+
+
+def test_a_checkpoint_declaring_huge_shapes_is_refused_before_allocating(tmp_path):
+    import torch
+
+    from resgan.training import checkpoint as ckpt
+
+    path = tmp_path / "generator.pt"
+    torch.save({"G_kwargs": {"z_dim": 64, "channels": 100_000, "depth": 2, "resolution": 16,
+                             "img_channels": 1, "residual": True}, "G_ema": {}}, path)
+    assert path.stat().st_size < 4096
+    t0 = time.perf_counter()
+    with pytest.raises(ckpt.CheckpointError, match=r"generator.pt: G_kwargs.channels = 100000, "
+                                                   r"not an int in 4-1024"):
+        ckpt.generator_from(ckpt.load(path))
+    assert time.perf_counter() - t0 < 2

@@ -177,8 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from resgan.metrics.features import FeatureError
-
+    from resgan.errors import ResganError
     from resgan.tracking import move_credentials
 
     args = build_parser().parse_args(argv)
@@ -190,16 +189,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("error: --count must be at least 1")
     try:
         args.func(args)
-    except (FileNotFoundError, OSError) as exc:
+    except (ResganError, OSError) as exc:  # OSError: a file not found or not readable
         sys.exit(f"error: {exc}")
-    except FeatureError as exc:
-        sys.exit(f"error: {exc}")
-    except RuntimeError as exc:
-        from resgan.registry import RegistryError
-
-        if isinstance(exc, RegistryError):
-            sys.exit(f"error: {exc}")
-        raise
     except Exception as exc:
         from mlflow.exceptions import MlflowException
 

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from resgan.errors import ResganError
+
 # A value of "tune" marks a key the tune stage searches (see TuneConfig and SEARCHABLE);
 # any other value is used as it is, by the search and by training alike.
 TUNED = "tune"
@@ -27,7 +29,7 @@ AugmentPolicy = Literal["none", "translation", "cutout", "translation+cutout",
                         "ada-translation", "ada-translation+cutout"]
 
 
-class ConfigError(ValueError):
+class ConfigError(ResganError, ValueError):
     """A parameter value is wrong; the message names the key and what is allowed."""
 
 

@@ -26,11 +26,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from resgan.errors import ResganError
+
 DATASETS = ("digits", "mnist-sample", "mnist", "fashion-mnist", "cifar10", "folder")
 IMAGE_EXTENSIONS = ("bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp")
 
 
-class DataError(RuntimeError):
+class DataError(ResganError, RuntimeError):
     """A dataset cannot be loaded; the message says where its files belong."""
 
 

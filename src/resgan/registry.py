@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from resgan.errors import ResganError
 from resgan import tracking
 from resgan.metrics.scoring import Protocol
 from resgan.metrics.significance import Comparison, compare
@@ -53,7 +54,7 @@ STATE_FILE = "generator.pt"  # the state-dict file logged beside the pt2 model
 LOCK_SUFFIX = "--promotion-lock"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(ResganError, RuntimeError):
     """An unknown model or version, or a lock that was not freed in time (one line)."""
 
 

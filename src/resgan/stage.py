@@ -16,8 +16,7 @@ from ruamel.yaml import YAML
 
 from resgan.config import Config, ConfigError, EvalConfig, load_config
 from resgan.console import Console
-from resgan.data import DataError
-from resgan.metrics.features import FeatureError
+from resgan.errors import ResganError
 from resgan.metrics.scoring import (  # noqa: F401 (re-exported for the stage scripts)
     FidRef, classifier_path, features_dir, prepared_extractor, stats_path)
 
@@ -48,7 +47,7 @@ def run(main: Callable[[], str | None], stage: str | None = None) -> None:
     con = Console(stage or Path(sys.argv[0]).stem.lstrip("-") or "stage").open()  # ("-c")
     try:
         headline = main()
-    except (ConfigError, DataError, FeatureError) as exc:
+    except ResganError as exc:  # a wrong value, a missing file, a wait that ran out, ...
         con.error(f"error: {exc}")
         sys.exit(1)
     except KeyboardInterrupt:
@@ -61,18 +60,8 @@ def run(main: Callable[[], str | None], stage: str | None = None) -> None:
         con.error(f"error: no space left on the device of {exc.filename or 'the log or an output'}"
                   f" ({con.log_path or 'no log'}): free space and run the stage again")
         sys.exit(1)
-    except Exception as exc:
-        # A bounded wait for Ray resources that ran out (resgan.training.ray_train); looked
-        # up only where a stage imported Ray, so stages without Ray do not import it.
-        ray_train = sys.modules.get("resgan.training.ray_train")
-        registry = sys.modules.get("resgan.registry")  # a promotion lock not freed in time
-        known = tuple(getattr(m, n) for m, n in ((ray_train, "ResourceWaitError"),
-                                                  (ray_train, "ClusterJoinError"),
-                                                  (registry, "RegistryError")) if m is not None)
-        if isinstance(exc, known):
-            con.error(f"error: {exc}")
-        else:
-            con.failed(exc)
+    except Exception as exc:  # a bug: its traceback
+        con.failed(exc)
         sys.exit(1)
     con.done(headline)
 

@@ -33,9 +33,10 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from resgan import console, tracking
 from resgan.config import Config, load_config, replace
+from resgan.errors import ResganError
 from resgan.training import checkpoint as ckpt_io
 from resgan.metrics.scoring import FidRef
-from resgan.training.loop import fit
+from resgan.training.loop import DivergedError, fit
 from resgan.training.ray_train import (TRIAL_WAIT_ENV, ResourceWaitError, cluster_free,
                                        fit_bounded, make_trainer, reporting_to, storage_path,
                                        wait_bound)
@@ -105,10 +106,20 @@ def _trial(config: dict[str, Any], *, base: dict[str, Any], job: dict[str, Any])
                 cfg.tracking.experiment, f"trial-{trial_id}", params=point,
                 parent_run_id=job["parent_run_id"],
                 tags={**job["tags"], "resgan.trial_id": trial_id})
-    if job["direct"]:
-        state = _fit_here(cfg, job, run_id, start)
-    else:
-        state = _fit_ray_train(cfg, job, run_id, trial_id)
+    # Tune retries a failed trial (FailureConfig) from its last checkpoint: right for a
+    # process the machine killed, wasted on a point that diverges (it diverges again).
+    diverged = Path(tune.get_context().get_trial_dir()) / "diverged.txt"
+    if diverged.exists():
+        raise DivergedError(f"{diverged.read_text()} (not trained again on a retry)")
+    try:
+        if job["direct"]:
+            state = _fit_here(cfg, job, run_id, start)
+        else:
+            state = _fit_ray_train(cfg, job, run_id, trial_id)
+    except DivergedError as exc:
+        diverged.parent.mkdir(parents=True, exist_ok=True)
+        diverged.write_text(str(exc))
+        raise
     if job.get("export_dir") and state:  # the ablation evaluates every trial's final G_ema
         ckpt_io.export_generator(state, Path(job["export_dir"]) / f"{trial_id}.pt")
 
@@ -259,6 +270,10 @@ def raise_wait_error(grid) -> None:
             raise ResourceWaitError(str(err))
 
 
+class TrialsFailedError(ResganError, RuntimeError):
+    """No trial of a search finished (one line: how many failed and why)."""
+
+
 @dataclass
 class TrialRow:
     trial_id: str
@@ -271,6 +286,7 @@ class TrialRow:
     checkpoint: str | None = None  # its last checkpoint: a local path or a URI
     run_id: str | None = None  # its nested MLflow run
     process: str | None = None  # host:pid it trained in (trials one after another share one)
+    error: str | None = None  # a failed trial's error, its last line
 
     def flat(self) -> dict[str, Any]:
         """One CSV row: the point's keys as columns."""
@@ -362,7 +378,11 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
                 metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=num_samples,
                 reuse_actors=reuse_actors,
                 search_alg=BasicVariantGenerator(max_concurrent=concurrent, random_state=seed)),
+            # A trial killed by the machine (Ray's memory monitor, a lost node) is retried
+            # from its last checkpoint, at most train.max_failures times.
             run_config=tune.RunConfig(name=name, storage_path=storage_path(cfg.ray.storage_path),
+                                      failure_config=tune.FailureConfig(
+                                          max_failures=cfg.train.max_failures),
                                       verbose=1, callbacks=[WaitBounds(name),
                                                                   TrialProgress(num_samples * grid_points)]),
         )
@@ -390,6 +410,8 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
             fid=fids[-1] if fids else math.nan, best_fid=min(fids) if fids else math.nan,
             epochs=done, images_per_s=sum(speeds) / len(speeds) if speeds else math.nan,
             status=status, checkpoint=_uri(res.checkpoint),
+            error=None if res.error is None else
+            f"{type(res.error).__name__}: {(str(res.error).strip().splitlines() or [''])[-1][:200]}",
             process=f"{res.metrics['hostname']}:{res.metrics['pid']}" if res.metrics else None))
     runs = _close_trial_runs(cfg.tracking.experiment, parent_run_id, rows)
     for r in rows:
@@ -446,5 +468,9 @@ def best_trial(rows: list[TrialRow]) -> TrialRow:
     them through every rung), so that candidates are compared at the same images seen."""
     ok = [r for r in rows if r.status == "finished" and math.isfinite(r.fid)]
     if not ok:
-        raise RuntimeError("no trial ran to tune.epochs: see the Ray Tune output above")
+        failed = [r for r in rows if r.status == "failed"]
+        why = (f"; {len(failed)} of {len(rows)} failed after their retries "
+               f"(train.max_failures), e.g. trial {failed[0].trial_id}: {failed[0].error}"
+               if failed else "")
+        raise TrialsFailedError(f"no trial ran to tune.epochs{why}; see the stage's log")
     return min(ok, key=lambda r: r.fid)

@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from resgan.errors import ResganError
 from resgan.metrics.classifier import load_classifier
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FEATURES = ("classifier", "inception")
 
 
-class FeatureError(RuntimeError):
+class FeatureError(ResganError, RuntimeError):
     """A feature extractor cannot be built (missing weights or files)."""
 
 

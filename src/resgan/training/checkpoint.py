@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from resgan.errors import ResganError
 from resgan.nets import Generator
 
 CKPT_FILE = "checkpoint.pt"
@@ -27,14 +28,22 @@ def filesystem(location: str | Path):
     return pyarrow.fs.FileSystem.from_uri(loc if "://" in loc else Path(loc).resolve().as_uri())
 
 
+class CheckpointError(ResganError, ValueError):
+    """A checkpoint or generator file that cannot be used (one line naming it)."""
+
+
 def _write(fs, target: str, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``target`` in ``fs`` beside it, then move it into place: a crash
-    never leaves half a checkpoint under the name."""
+    """Write ``state`` to ``target`` in ``fs`` beside it under a name of this writer's own,
+    then move it into place: a crash never leaves half a checkpoint under the name, and two
+    writers of one epoch never mix their bytes."""
+    import uuid
+
     buf = io.BytesIO()
     torch.save(state, buf)
-    with fs.open_output_stream(f"{target}.part") as f:
+    part = f"{target}.{uuid.uuid4().hex[:12]}.part"
+    with fs.open_output_stream(part) as f:
         f.write(buf.getvalue())
-    fs.move(f"{target}.part", target)
+    fs.move(part, target)
 
 
 def save(path: str | Path, state: dict[str, Any]) -> None:
@@ -57,7 +66,8 @@ def keep(root: str, state: dict[str, Any]) -> str:
 
 
 def newest(root: str) -> str | None:
-    """The folder of the latest complete ``keep`` checkpoint under ``root``, or None."""
+    """The folder of the latest ``keep`` checkpoint under ``root`` that loads, or None; one
+    that does not (truncated, corrupted) is skipped for the one before, said in one line."""
     import pyarrow.fs
 
     fs, base = filesystem(root)
@@ -69,22 +79,65 @@ def newest(root: str) -> str | None:
         if m and info.type == pyarrow.fs.FileType.Directory:
             found[int(m.group(1))] = info.base_name
     for epoch in sorted(found, reverse=True):
-        if fs.get_file_info(f"{base}/{found[epoch]}/{CKPT_FILE}").type == pyarrow.fs.FileType.File:
-            return f"{str(root).rstrip('/')}/{found[epoch]}"
+        if fs.get_file_info(f"{base}/{found[epoch]}/{CKPT_FILE}").type != pyarrow.fs.FileType.File:
+            continue
+        folder = f"{str(root).rstrip('/')}/{found[epoch]}"
+        try:
+            with fs.open_input_stream(f"{base}/{found[epoch]}/{CKPT_FILE}") as f:
+                check(torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True),
+                      folder)
+        except Exception as exc:  # truncated, not a torch file, wrong content
+            from resgan.console import say
+
+            say(f"warning: checkpoint {folder} cannot be loaded ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:120] if str(exc) else 'no detail'}): using the "
+                f"one before it")
+            continue
+        return folder
     return None
 
 
+# What a checkpoint may declare before anything is allocated (config.ModelConfig's bounds).
+_G_LIMITS = {"z_dim": (1, 1024), "channels": (4, 1024), "depth": (1, 8), "img_channels": (1, 4)}
+_RESOLUTIONS = (8, 16, 32, 64)
+
+
+def check(state: Any, where: str | Path = "checkpoint") -> dict[str, Any]:
+    """A loaded checkpoint or generator file, checked to be one before a network is built
+    from it: G's arguments within the bounds params.yaml allows (a 1 KB file declaring
+    100,000 channels would otherwise allocate hundreds of GB).
+
+    Raises:
+        CheckpointError: one line naming ``where``.
+    """
+    if not isinstance(state, dict) or not isinstance(state.get("G_kwargs"), dict):
+        raise CheckpointError(f"{where}: not a resgan checkpoint (no G_kwargs)")
+    kw = state["G_kwargs"]
+    for key, (low, high) in _G_LIMITS.items():
+        v = kw.get(key)
+        if v is not None and not (type(v) is int and low <= v <= high):
+            raise CheckpointError(f"{where}: G_kwargs.{key} = {v!r}, not an int in {low}-{high}")
+    if kw.get("resolution") not in _RESOLUTIONS:
+        raise CheckpointError(f"{where}: G_kwargs.resolution = {kw.get('resolution')!r}, "
+                              f"not one of {', '.join(map(str, _RESOLUTIONS))}")
+    unknown = set(kw) - set(_G_LIMITS) - {"resolution", "residual"}
+    if unknown:
+        raise CheckpointError(f"{where}: G_kwargs has unknown keys {sorted(unknown)}")
+    return state
+
+
 def load(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint (file or its folder), loaded with ``weights_only=True`` and checked."""
     path = Path(path)
     if path.is_dir():
         path = path / CKPT_FILE
-    return torch.load(path, map_location=device, weights_only=True)
+    return check(torch.load(path, map_location=device, weights_only=True), path)
 
 
 def generator_from(state: dict[str, Any], device: str | torch.device = "cpu",
                    ema: bool = True) -> Generator:
     """Rebuild G (by default the EMA copy) from a training checkpoint or a generator file."""
-    G = Generator(**state["G_kwargs"])
+    G = Generator(**check(state)["G_kwargs"])
     key = "G_ema" if ema and "G_ema" in state else "G"
     G.load_state_dict(state[key])
     return G.to(device).eval()

@@ -33,6 +33,7 @@ import ray.train.torch
 from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from resgan.errors import ResganError
 from resgan.config import Config, ConfigError, TrainConfig, check_batch_split, load_config
 from resgan.training import checkpoint as ckpt_io
 from resgan.metrics.scoring import FidRef
@@ -45,7 +46,7 @@ WORKER_NICENESS_ENV = "RAY_worker_niceness"  # Ray's own setting, read by the ra
 DEFAULT_WAIT_S = 600.0
 
 
-class ResourceWaitError(RuntimeError):
+class ResourceWaitError(ResganError, RuntimeError):
     """A bounded wait for Ray resources ran out. The message is one line: what waited, for
     what, how long, and what the cluster has."""
 
@@ -82,7 +83,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-class ClusterJoinError(RuntimeError):
+class ClusterJoinError(ResganError, RuntimeError):
     """The Ray cluster at RAY_ADDRESS could not be joined (refused token, wrong address)."""
 
 

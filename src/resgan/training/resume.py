@@ -84,20 +84,31 @@ class RunRecord:
         self.fs.move(tmp, self.path)
 
     def claim(self, **data: Any) -> bool:
-        """Write the record with this process as its holder; False when another process
-        wrote it in the same moment (its write came last: it holds the run). Claimed, the
-        heartbeat is kept fresh from a daemon thread until ``release`` or the process ends."""
+        """Write the record with this process as its holder (a fresh nonce); False when a
+        live holder is already there, or when another claimant's write replaced this one
+        within CLAIM_SETTLE_S (its write came last: it holds the run). Claimed, the
+        heartbeat is kept fresh from a daemon thread until ``release`` or the process ends;
+        a beat that finds another holder's nonce in the record stops, says so in one line,
+        and leaves that record alone."""
+        import uuid
+
         data.pop("holder", None)  # an interrupted run's record: its old holder is replaced
+        current = self.read() or {}
+        if current.get("holder") and holder_alive(current):
+            return False  # taken since the caller looked
+        self._nonce = uuid.uuid4().hex
         self._data, self._stop = data, threading.Event()
         self._beat()
         time.sleep(CLAIM_SETTLE_S)  # a second claimant's write lands in this window
-        h = (self.read() or {}).get("holder") or {}
-        if (h.get("host"), h.get("pid")) != (socket.gethostname(), os.getpid()):
+        if not self._ours():
             return False
         self._thread = threading.Thread(target=self._beating, name="resgan-run-heartbeat",
                                         daemon=True)
         self._thread.start()
         return True
+
+    def _ours(self) -> bool:
+        return ((self.read() or {}).get("holder") or {}).get("nonce") == self._nonce
 
     def update(self, **data: Any) -> None:
         """New record data (e.g. the MLflow run id), still held by this process."""
@@ -106,19 +117,25 @@ class RunRecord:
         self._beat()
 
     def release(self, **data: Any) -> None:
-        """Stop the heartbeat and write the final record (no holder)."""
+        """Stop the heartbeat and write the final record (no holder), unless another
+        claimant holds the record now."""
         if getattr(self, "_thread", None) is not None:
             self._stop.set()
             self._thread.join(timeout=10)
-        self.write(**data)
+        if getattr(self, "_nonce", None) is None or self._ours():
+            self.write(**data)
 
     def _beat(self) -> None:
         self.write(**self._data, holder={"host": socket.gethostname(), "pid": os.getpid(),
-                                         "heartbeat": time.time()})
+                                         "nonce": self._nonce, "heartbeat": time.time()})
 
     def _beating(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             try:
+                if not self._ours():
+                    say(f"warning: run record {self.path} was claimed by another stage: this "
+                        f"one stops refreshing it")
+                    return
                 self._beat()
             except OSError as exc:  # storage briefly unreachable: the next beat tries again
                 say(f"warning: run record {self.path}: heartbeat not written ({exc})")
