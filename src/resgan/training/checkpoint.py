@@ -110,9 +110,13 @@ def check(state: Any, where: str | Path = "checkpoint") -> dict[str, Any]:
     Raises:
         CheckpointError: one line naming ``where``.
     """
-    if not isinstance(state, dict) or not isinstance(state.get("G_kwargs"), dict):
-        raise CheckpointError(f"{where}: not a resgan checkpoint (no G_kwargs)")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{where}: not a resgan checkpoint (not a dict)")
+    if "G_kwargs" not in state:
+        return state  # nothing to build from it (callers that build one say so)
     kw = state["G_kwargs"]
+    if not isinstance(kw, dict):
+        raise CheckpointError(f"{where}: G_kwargs is not a dict")
     for key, (low, high) in _G_LIMITS.items():
         v = kw.get(key)
         if v is not None and not (type(v) is int and low <= v <= high):
@@ -137,6 +141,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]
 def generator_from(state: dict[str, Any], device: str | torch.device = "cpu",
                    ema: bool = True) -> Generator:
     """Rebuild G (by default the EMA copy) from a training checkpoint or a generator file."""
+    if not isinstance(state, dict) or "G_kwargs" not in state:
+        raise CheckpointError("not a generator file or training checkpoint (no G_kwargs)")
     G = Generator(**check(state)["G_kwargs"])
     key = "G_ema" if ema and "G_ema" in state else "G"
     G.load_state_dict(state[key])
