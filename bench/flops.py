@@ -101,7 +101,10 @@ def main() -> None:
     ap.add_argument("--z-dim", type=int, default=64)
     ap.add_argument("--images", type=int, default=6400, help="images timed per setting (default: %(default)s)")
     ap.add_argument("--rounds", type=int, default=2, help="repetitions of the baseline/lever alternation")
-    ap.add_argument("--compile", action="store_true", help="also time torch.compile'd G and D")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time torch.compile'd G and D (contiguous and channels-last)")
+    ap.add_argument("--levers", default="channels-last,one thread,batch 128",
+                    help="the other levers to time, comma-separated (default: %(default)s)")
     ap.add_argument("--stage-ips", type=float, help="the train stage's images/s, to place it too")
     a = ap.parse_args()
     threads = torch.get_num_threads()
@@ -115,8 +118,12 @@ def main() -> None:
                 ("channels-last", dict(batch=64, threads=threads, channels_last=True, compile_=False)),
                 ("one thread", dict(batch=64, threads=1, channels_last=False, compile_=False)),
                 ("batch 128", dict(batch=128, threads=threads, channels_last=False, compile_=False))]
+    wanted = {x.strip() for x in a.levers.split(",") if x.strip()}
+    settings = settings[:1] + [s for s in settings[1:] if s[0] in wanted]
     if a.compile:
         settings.append(("torch.compile", dict(batch=64, threads=threads, channels_last=False, compile_=True)))
+        settings.append(("torch.compile, channels-last",
+                         dict(batch=64, threads=threads, channels_last=True, compile_=True)))
     rows = []
     for name, kw in settings[1:]:
         base, lever = [], []
