@@ -1,7 +1,6 @@
 """resgan.safe_pickle: CIFAR-like batches at every protocol are read; hostile pickles are
 refused in one line, in bounded time and memory; a mutation fuzz never escapes NotData."""
 
-import io
 import pickle
 import random
 import resource
