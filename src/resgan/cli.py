@@ -106,10 +106,40 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def _versions() -> str:
+    """resgan's version and those of the libraries a bug report needs (read from the installed
+    packages' metadata: nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from resgan import __version__
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    libs = ", ".join(f"{n} {v(n)}" for n in ("torch", "ray", "mlflow", "dvc", "pytorch-fid"))
+    return f"resgan {__version__} ({libs}; Python {sys.version.split()[0]})"
+
+
+class _Version(argparse.Action):
+    """--version on one line (argparse's own action wraps it at the terminal's width)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_versions())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="resgan", description="Residual GAN pipeline tools (the pipeline itself runs with "
         "`dvc repro`; see README.md).")
+    ap.add_argument("--version", action=_Version, help="print the versions of resgan and its "
+                    "libraries and exit")
     sub = ap.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sample", help="write an image grid from a generator",
                        description="Write a grid of generated images. SOURCE is a checkpoint "
