@@ -6,6 +6,8 @@ from importlib.metadata import version
 
 import pytest
 
+import resgan
+
 
 def _run(*args):
     return subprocess.run([sys.executable, "-m", "resgan", *args], capture_output=True, text=True,
@@ -17,7 +19,8 @@ def test_version_names_resgan_and_its_libraries_on_one_line():
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith(f"resgan {version('resgan')} (torch {version('torch')}, "
+    assert version("resgan") == resgan.__version__  # pyproject.toml reads it from the package
+    assert lines[0].startswith(f"resgan {resgan.__version__} (torch {version('torch')}, "
                                f"ray {version('ray')}, mlflow {version('mlflow')}, ")
 
 
