@@ -75,6 +75,9 @@ def main() -> None:
                     help="alternations of the plain loop and the train stage's path")
     ap.add_argument("--prepared", default="outputs/prepare")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--stage-only", action="store_true",
+                    help="only the alternation of the plain loop and the train stage's path (no "
+                         "Ray Train worker, one-thread or DDP rows)")
     args = ap.parse_args()
     cfg = read_params()
     cfg = cfg.with_tuned(read_json("outputs/tune/best.json")) if cfg.searched() else cfg
@@ -99,6 +102,16 @@ def main() -> None:
         plain_runs.append(plain(cfg, data, default_threads))
     ratios = [a[0] / statistics.fmean([plain_runs[i][0], plain_runs[i + 1][0]])
               for i, a in enumerate(auto_runs)]
+    print(f"\n{describe()}; depth {cfg.model.depth}, {cfg.model.channels} channels, "
+          f"{cfg.data.resolution}x{cfg.data.resolution}, batch {cfg.train.batch_size}, {args.epochs} epochs: "
+          f"plain loop {statistics.fmean(r[0] for r in plain_runs):.0f} images/s, the train stage's path "
+          f"{statistics.fmean(r[0] for r in auto_runs):.0f}; against the plain runs on either side: "
+          + ", ".join(f"{x:.2f}" for x in ratios) + f" (median {statistics.median(ratios):.2f})")
+    if args.stage_only:
+        if args.json:
+            Path(args.json).write_text(json.dumps(
+                {"plain": plain_runs, "local_mode": auto_runs, "local_mode_vs_neighbours": ratios}, indent=2))
+        return
     # Ray is started for its runs and shut down after, so no plain run shares the cores
     # with an idle Ray.
     init_ray()
