@@ -35,10 +35,9 @@ ablation: setup
 quality: setup
 	$(BIN)/python pipeline/quality.py
 
-# PNGs on a page that needs no network (dvc_plots/offline/index.html), and DVC's own page
-# (dvc_plots/index.html: Vega, loaded from the internet; `dvc plots diff` compares experiments).
+# DVC's plots page, dvc_plots/index.html (Vega inlined: no network; `dvc plots diff` compares
+# experiments).
 plots: setup
-	$(BIN)/python pipeline/plots.py
 	dvc plots show
 
 ui: setup

@@ -9,7 +9,10 @@ references: a generator that copies the training set (``fid_over_copier``) and o
 real images (``fid_over_novel``), each with its standard error and the 5-95 % range that
 reference's own ratio spans at eval.repeats seeds (``copier_band_lo/hi``,
 ``novel_band_lo/hi``). Also the full score with its scoring protocol (score.json, read by
-register), a sample grid, and all of it logged to the train run in MLflow.
+register), a sample grid, and all of it logged to the train run in MLflow. The metrics file
+also repeats what train trained (depth, shortcuts, loss, learning rates, images/s), and
+leads with what experiments are compared by (``HEADLINE``): `dvc exp show` shows its keys
+first, in this order.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ from resgan.metrics.scoring import EXTRA, Scorer, features_dir, fid_name
 from resgan.nets import sample
 from resgan.stage import read_json, read_params, run, write_json
 from resgan.training import checkpoint as ckpt_io
+
+
+# the columns `dvc exp show` leads with (then the rest of the file, sorted)
+HEADLINE = ("fid", "fid_se", "fid_over_copier", "fid_over_copier_se", "kid", "precision", "recall",
+            "depth", "residual", "loss", "lr_g", "lr_d", "images_per_s")
+TRAINED = ("depth", "residual", "loss", "lr_g", "lr_d", "images_per_s", "mlflow_run_id")  # train's
 
 
 def main() -> str:
@@ -47,11 +56,13 @@ def main() -> str:
                "features": e.features, "num_samples": e.num_samples, "repeats": e.repeats,
                "floor_samples": n_floor, "fid_at_floor_samples": at_floor.fid,
                "fid_at_floor_samples_std": at_floor.fid_std, "protocol": score.protocol.id}
+    trained = read_json(f"{args.trained}/metrics.json")
+    metrics.update({k: trained[k] for k in TRAINED if k in trained})
     with np.load(features_dir(args.prepared) / "floor-draws.npz") as draws:
         for ref in ("copier", "novel"):
             metrics.update(versus_reference(ref, at_floor, draws[ref], e.repeats))
     out = Path(args.out)
-    write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics, first=HEADLINE)
     write_json(out / "score.json", score.as_dict())
     from torchvision.utils import save_image
 

@@ -117,6 +117,18 @@ def test_cifar10_params_file_is_complete_and_valid():
     assert cfg.eval.features == "inception" and cfg.eval.num_samples == 50_000
 
 
+@pytest.mark.parametrize("name, resolution", [("mnist16", 16), ("mnist32", 32)])
+def test_mnist_profiles_are_complete_and_valid(name, resolution):
+    """configs/mnist16.yaml and mnist32.yaml replace params.yaml as a whole, offline."""
+    yaml = YAML(typ="safe")
+    repo = yaml.load((ROOT / "params.yaml").read_text())
+    prof = yaml.load((ROOT / "configs" / f"{name}.yaml").read_text())
+    assert {s: sorted(v) for s, v in prof.items()} == {s: sorted(v) for s, v in repo.items()}
+    cfg = load_config(prof, f"configs/{name}.yaml")
+    assert (cfg.data.dataset, cfg.data.resolution, cfg.data.download) == ("mnist-sample", resolution, False)
+    assert cfg.register.model_name == f"resgan-{name}"  # a champion is compared with its kind
+
+
 def test_unknown_dataset_names_the_allowed_ones():
     with pytest.raises(ConfigError) as err:
         load_config({"data": {"dataset": "imagenet"}})

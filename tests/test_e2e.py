@@ -48,6 +48,12 @@ def _make_repo(work):
     env["DVC_NO_ANALYTICS"] = "1"
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(cmd, cwd=work, check=True, env=env)
+    import configparser
+
+    ours = configparser.ConfigParser()
+    ours.read(ROOT / ".dvc" / "config")
+    subprocess.run(["dvc", "config", "plots.html_template", ours["plots"]["html_template"]],
+                   cwd=work, check=True, env=env)  # the offline plots page, as in the project
     return work, env
 
 
@@ -108,11 +114,16 @@ def test_whole_pipeline(repo):
     assert ev["fid_copier"] < ev["fid_novel"]  # copies score below new images
     # what the held-out real images score, beside the generator's precision and recall
     assert 0.5 < ev["precision_real"] <= 1 and 0.5 < ev["recall_real"] <= 1
-    assert ev["real_samples"] == ws["outputs/prepare/metrics.json"]["data"]["floor_samples"]
+    # the bookkeeping files are outs, not metrics: `dvc exp show` leads with evaluate's scores
+    assert set(ws) == {"outputs/eval/metrics.json", "outputs/register/decision.json"}
+    prep = json.loads((repo[0] / "outputs/prepare/metrics.json").read_text())
+    assert ev["real_samples"] == prep["floor_samples"]
     assert ev["fid_se"] == pytest.approx(ev["fid_std"] / 3 ** 0.5)
     assert ws["outputs/register/decision.json"]["data"]["promoted"] is True
-    prep = ws["outputs/prepare/metrics.json"]["data"]
     assert 0.5 < prep["classifier_accuracy"] <= 1.0
+    text = (repo[0] / "outputs/eval/metrics.json").read_text()
+    assert list(json.loads(text))[:7] == ["fid", "fid_se", "fid_over_copier", "fid_over_copier_se",
+                                          "kid", "precision", "recall"]
 
     c = _store(repo)
     champ = c.get_model_version_by_alias("resgan", "champion")
@@ -139,9 +150,12 @@ def test_whole_pipeline(repo):
     assert best["searched"] == ["lr_g", "lr_d"] and "depth" not in best
     # committed to git: the checkpoint relative to the workspace, not this machine's path
     assert best["checkpoint"].startswith(".ray_results/") and (repo[0] / best["checkpoint"]).is_dir()
-    tr = ws["outputs/train/metrics.json"]["data"]
+    tr = json.loads((repo[0] / "outputs/train/metrics.json").read_text())
     assert (tr["depth"], tr["epochs"], tr["epochs_in_tune"]) == (1, 2, 2)
     assert (tr["lr_g"], tr["lr_d"]) == pytest.approx((best["lr_g"], best["lr_d"]))
+    # evaluate's metrics repeat what was trained, for `dvc exp show`
+    assert {k: ev[k] for k in ("depth", "lr_g", "lr_d", "images_per_s", "mlflow_run_id")} == {
+        k: tr[k] for k in ("depth", "lr_g", "lr_d", "images_per_s", "mlflow_run_id")}
 
     plots = _dvc(repo, "plots", "show", "--json")
     shown = json.loads(plots.stdout)
@@ -251,6 +265,67 @@ def test_dvc_remote_round_trip_needs_no_stage_again(repo, tmp_path):
     status = _dvc(fresh, "status")
     assert "Data and pipelines are up to date" in status.stdout, status.stdout
     assert _ran(_dvc(fresh, "repro")) == []
+
+
+def test_going_back_to_a_parameter_set_restores_it_from_the_run_cache(repo):
+    """`dvc exp run -S train.seed=1` trains and registers a new version; `-S train.seed=0`
+    (the committed value) then runs no stage: DVC's run-cache restores every output, and the
+    registry gains nothing. `dvc exp show` lists both experiments."""
+    model = yaml.load((repo[0] / "params.yaml").read_text())["register"]["model_name"]
+    baseline = json.loads((repo[0] / "outputs/eval/metrics.json").read_text())
+    versions = lambda: len(_store(repo).search_model_versions(f"name='{model}'"))  # noqa: E731
+    before = versions()
+    out = _dvc(repo, "exp", "run", "-n", "seed-one", "-S", "train.seed=1")
+    assert _ran(out) == ["tune", "train", "evaluate", "register"], out.stdout[-3000:]
+    assert versions() == before + 1
+    seed1 = json.loads((repo[0] / "outputs/eval/metrics.json").read_text())
+    assert seed1["fid"] != baseline["fid"]
+
+    out = _dvc(repo, "exp", "run", "-n", "seed-zero", "-S", "train.seed=0")
+    assert _ran(out) == [], out.stdout[-3000:]
+    restored = [line.split("'")[1] for line in out.stdout.splitlines() if "is cached - skipping run" in line]
+    assert restored == ["tune", "train", "evaluate", "register"], out.stdout[-3000:]  # prepare: unchanged
+    assert json.loads((repo[0] / "outputs/eval/metrics.json").read_text()) == baseline
+    assert versions() == before + 1  # the restore registered nothing
+    shown = json.loads(_dvc(repo, "exp", "show", "--json").stdout)
+    names = {r["name"] for e in shown for x in (e.get("experiments") or []) for r in x["revs"]}
+    assert {"seed-one", "seed-zero"} <= names
+    # without flags, at 200 columns, FID is the first column after the experiment's name
+    table = subprocess.run(["dvc", "exp", "show", "--no-pager"], cwd=repo[0], capture_output=True,
+                           text=True, timeout=300, env={**repo[1], "COLUMNS": "200"}).stdout
+    header = next(line for line in table.splitlines() if "Experiment" in line).split()
+    assert header[1].startswith(("fid", "outputs/eval/me")), header  # the first column after the name
+    fids = {r["name"]: r["data"]["metrics"]["outputs/eval/metrics.json"]["data"]["fid"]
+            for e in shown for x in (e.get("experiments") or []) for r in x["revs"]}
+    rows = [line for line in table.splitlines() if line.strip().startswith(("├", "└"))]
+    for name in ("seed-one", "seed-zero"):  # DVC fits the table to 200 columns: FID stays
+        assert any(f"{fids[name]:.5g}" in row for row in rows), (name, table)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _drawn(page: Path) -> tuple[int, int]:
+    """(Vega charts drawn, images shown) on ``page`` in headless Chromium with the network off."""
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                          "--proxy-server=127.0.0.1:9",  # any network request fails
+                          "--virtual-time-budget=20000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=180, check=True).stdout
+    return dom.count('class="marks"'), dom.count('<img src="static/')
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine")
+def test_plots_pages_render_every_plot_with_no_network(repo, tmp_path):
+    """`dvc plots show` and `dvc plots diff` of two experiments: pages that load nothing from
+    the network (Vega is inlined in plots/vega/offline.html) and draw every declared plot."""
+    shown = json.loads(_dvc(repo, "plots", "show", "--json").stdout)["data"]
+    charts = sum(1 for k in shown if not k.endswith(".png"))
+    _dvc(repo, "plots", "show", "-o", str(tmp_path / "show"))
+    _dvc(repo, "plots", "diff", "seed-one", "seed-zero", "-o", str(tmp_path / "diff"))
+    for name, images in (("show", 1), ("diff", 2)):
+        page = tmp_path / name / "index.html"
+        assert "cdn.jsdelivr" not in page.read_text() and "<script src=" not in page.read_text()
+        assert _drawn(page) == (charts, images), name
 
 
 def test_register_param_reruns_only_register(repo):
@@ -436,6 +511,11 @@ def test_bad_input_fails_in_one_line_and_loses_nothing(repo, section, key, value
         assert (repo[0] / "outputs/train/generator.pt").exists()
     finally:
         p.write_text(good)
+    # what DVC removed before the failed stage ran comes back from the run-cache
+    back = _dvc(repo, "repro")
+    assert _ran(back) == [], back.stdout[-3000:]
+    assert (repo[0] / "outputs/prepare/metrics.json").exists()
+    assert _counts(_store(repo)) == before
 
 
 def _free_port() -> int:

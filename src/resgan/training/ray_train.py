@@ -34,6 +34,7 @@ from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from resgan.errors import ResganError
+from resgan.runtime import ray_private
 from resgan.config import Config, ConfigError, TrainConfig, check_batch_split, load_config
 from resgan.training import checkpoint as ckpt_io
 from resgan.metrics.scoring import FidRef
@@ -115,13 +116,10 @@ def _token_auth_for_join(address: str) -> str | None:
     and again with the token, so that a wrong one is named at once."""
     if os.environ.get("RAY_AUTH_MODE"):
         return None
+    from ray.exceptions import AuthenticationError
+
     try:
-        from ray._raylet import GcsClient
-        from ray.exceptions import AuthenticationError
-    except ImportError:  # another Ray: leave authentication to it
-        return None
-    try:
-        GcsClient(address=address).cluster_id
+        ray_private.gcs_accepts(address)
         return None  # the cluster takes drivers without a token
     except AuthenticationError:
         pass
@@ -132,14 +130,9 @@ def _token_auth_for_join(address: str) -> str | None:
         raise ClusterJoinError(f"the Ray cluster at {address} (RAY_ADDRESS) uses token "
                                f"authentication and this driver has no token: {_TOKEN_HOW}")
     os.environ["RAY_AUTH_MODE"] = "token"
-    try:  # Ray caches its config at import: refresh it as Ray's own setup does
-        from ray._private.authentication.authentication_token_setup import _enable_token_auth
-
-        _enable_token_auth()
-    except ImportError:
-        pass
+    ray_private.refresh_auth_config()
     try:
-        GcsClient(address=address).cluster_id
+        ray_private.gcs_accepts(address)
     except AuthenticationError:
         raise ClusterJoinError(f"the Ray cluster at {address} (RAY_ADDRESS) refused the token "
                                f"from {source}: {_TOKEN_HOW}") from None
@@ -175,9 +168,7 @@ def init_ray() -> None:
         # here, the way ray.init resolves them, so every node gets a reachable address.
         address = given
         if "://" not in given:
-            from ray._private.services import canonicalize_bootstrap_address_or_die
-
-            address = canonicalize_bootstrap_address_or_die(given)
+            address = ray_private.bootstrap_address(given)
         os.environ["RAY_ADDRESS"] = address
         _token_auth_for_join(address)
         try:
@@ -296,12 +287,7 @@ def _quiet_ray_reports() -> None:
     rank 0 instead. Its config module announces local mode (INFO) when the trainer is
     made: the stage says so itself, in its own words (``Placement``)."""
     logging.getLogger("ray.train.v2.api.config").setLevel(logging.WARNING)
-    try:
-        from ray.train.v2._internal.execution import context, train_fn_utils
-    except ImportError:  # another Ray version: leave its logging alone
-        return
-    logging.getLogger(context.__file__).setLevel(logging.WARNING)
-    logging.getLogger(train_fn_utils.__name__).setLevel(logging.WARNING)
+    ray_private.quiet_train_reports()
 
 
 def reporting_to(ray_report: Callable[..., None], keep_in: str | None = None
@@ -445,9 +431,7 @@ def fit_bounded(trainer: TorchTrainer):
     try:
         return trainer.fit()
     except ray.train.ControllerError as exc:
-        from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
-
-        if not isinstance(exc.controller_failure, WorkerGroupStartupTimeoutError):
+        if not ray_private.is_worker_startup_timeout(exc.controller_failure):
             raise
         sc = trainer.scaling_config
         res = dict(sc.resources_per_worker or {"CPU": 1})
