@@ -56,7 +56,8 @@ def main() -> str:
                "features": e.features, "num_samples": e.num_samples, "repeats": e.repeats,
                "floor_samples": n_floor, "fid_at_floor_samples": at_floor.fid,
                "fid_at_floor_samples_std": at_floor.fid_std, "protocol": score.protocol.id}
-    trained = read_json(f"{args.trained}/metrics.json")
+    made = Path(args.trained) / "metrics.json"  # absent beside a generator file from elsewhere
+    trained = read_json(made) if made.is_file() else {}
     metrics.update({k: trained[k] for k in TRAINED if k in trained})
     with np.load(features_dir(args.prepared) / "floor-draws.npz") as draws:
         for ref in ("copier", "novel"):
