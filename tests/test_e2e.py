@@ -495,6 +495,7 @@ def test_killed_tune_stage_restores_the_experiment(repo):
 def test_bad_input_fails_in_one_line_and_loses_nothing(repo, section, key, value, stage, expected):
     p = repo[0] / "params.yaml"
     good = p.read_text()
+    _dvc(repo, "repro")  # up to date first (earlier tests may have run single stages)
     before = _counts(_store(repo))
     try:
         _set_param(repo, section, key, value)
