@@ -34,7 +34,7 @@ from scipy import stats
 from resgan.machine import describe
 from resgan.metrics.significance import promotes
 
-# (name, champion's mean FID, per-seed SD): classifier features, 1,000 samples (README)
+# (name, champion's mean FID, per-seed SD): classifier features, 1,000 samples (docs/results.md)
 LEVELS = (("low (today's champion)", 2.56, 0.54), ("medium (20 seeds of a champion)", 4.42, 1.10),
           ("high (a 2026-11-28 champion)", 16.2, 3.4))
 SHIFTS = (-2, -1, 0, 1, 2, 3, 4)  # true improvement, in standard errors of the difference

@@ -1,4 +1,4 @@
-"""The README's scale-out commands against a real head: `ray start --head` with token
+"""The scale-out commands of docs/operations.md against a real head: `ray start --head` with token
 authentication, joined through RAY_ADDRESS.
 
 The head runs with its own HOME (its token in <home>/.ray/auth_token), its own temp dir and
@@ -44,7 +44,7 @@ def _stop(temp_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def head():
-    """A head node as the README starts one: a token, then `ray start --head`."""
+    """A head node as docs/operations.md starts one: a token, then `ray start --head`."""
     root = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's socket paths have a limit
     home, temp = Path(root) / "home", str(Path(root) / "ray")
     home.mkdir()

@@ -24,7 +24,7 @@ DEADLINE_S = 1200
 
 
 def test_two_pipelines_at_once_both_finish(tmp_path):
-    """Two copies with the same config and code, sharing ray.storage_path (the README's
+    """Two copies with the same config and code, sharing ray.storage_path (docs/operations.md
     cluster set-up): each runs its own tune and train; neither adopts the other's live run."""
     repos = [_make_repo(tmp_path / name) for name in ("a", "b")]
     shared = tmp_path / "shared-ray-storage"

@@ -1,6 +1,6 @@
 """The champion as a REST service: `mlflow models serve` on loopback, a real HTTP request.
 
-README ("Serving the champion") documents the same request.
+docs/operations.md ("Serving the champion") documents the same request.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A training on CPUs asks for as many torch threads as its Ray worker or trial has
 OpenMP threads work in lock-step: when the trainings on a machine ask for more threads than it
 has cores (two pipelines at once, `dvc queue start -j 2`: each train stage asks for every
 core), every preempted thread stalls its team and all of them crawl (two 2-thread loops on 2
-cores: 0.14x the speed of one alone each, docs/benchmarks.md (h)). Each training therefore
+cores: a small fraction of the speed of one alone each, docs/benchmarks.md (h)). Each training therefore
 registers its request in a per-user directory of the system's temporary directory and, at
 every epoch, takes its share of the cores: its request while the requests fit, else its
 proportion of the cores, at least one thread. A run alone keeps its threads (and its

@@ -31,7 +31,7 @@ from resgan.training.cpu_share import CpuShare
 
 # train.mixed_precision: auto turns bf16 + channels-last on for CUDA from this many images per
 # worker: below it a step is bound by kernel launches, and the casts cost more than bf16 saves
-# (bench/gpu.py on an H200: 0.75-0.85x fp32 at batch 64, 1.7-1.8x at 256 and 1024).
+# (measured by bench/gpu.py: docs/benchmarks.md (e)).
 MIXED_PRECISION_MIN_BATCH = 256
 
 Report = Callable[[dict[str, float], "dict[str, Any] | None"], None]

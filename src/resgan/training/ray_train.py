@@ -258,8 +258,8 @@ def place(train: TrainConfig) -> Placement:
     ``num_workers: auto`` on a machine of its own (no RAY_ADDRESS) without GPUs to use:
     Ray Train's local mode (``ScalingConfig(num_workers=0)``), every core of the machine in
     this process. A Ray Train worker beside Ray's own processes (GCS, raylet, dashboard,
-    Train controller and a dozen helpers) got 0.78-0.89x the images/s of the same loop
-    alone on two cores, and its start costs seconds: docs/benchmarks.md (a). Otherwise
+    Train controller and a dozen helpers) is slower than the same loop alone on a small
+    machine, and its start costs seconds: docs/benchmarks.md (a). Otherwise
     this starts or joins Ray (``init_ray``) and places ``resolve_workers``' workers.
     """
     if train.num_workers == "auto" and not os.environ.get("RAY_ADDRESS") and (
