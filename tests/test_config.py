@@ -17,6 +17,29 @@ def test_defaults_and_repo_params_validate():
     assert load_config({}).searched() == []
 
 
+def test_defaults_are_params_yaml():
+    """One source of defaults: every key of params.yaml holds config.py's default, so a
+    section left out of a params file (or a test's config) means what params.yaml says. A
+    key params.yaml sets to `tune` has a value default inside the search space it names."""
+    raw = YAML(typ="safe").load((ROOT / "params.yaml").read_text())
+    defaults = load_config({}).model_dump(mode="json")
+    differ = []
+    for section, body in raw.items():
+        for key, value in body.items():
+            default = defaults[section][key]
+            if value == "tune":
+                space = raw["tune"].get(f"{key}_choices") or raw["tune"].get(f"{key}_range")
+                low, high = (min(space), max(space)) if f"{key}_range" in raw["tune"] else (0, 0)
+                inside = default in space if f"{key}_choices" in raw["tune"] else \
+                    low <= default <= high
+                if not inside:
+                    differ.append(f"{section}.{key}: default {default!r} outside {space}")
+            elif default != value:
+                differ.append(f"{section}.{key}: params.yaml {value!r}, config.py {default!r}")
+    assert not differ, "params.yaml and config.py disagree: " + "; ".join(differ)
+    assert set(raw) == set(defaults)  # every section in both
+
+
 def test_tuned_keys_and_points():
     cfg = load_config({"model": {"depth": "tune", "residual": "tune"}, "train": {"lr_d": "tune"}})
     assert cfg.searched() == ["depth", "residual", "lr_d"]

@@ -52,14 +52,14 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     depth: Annotated[int, Field(ge=1, le=8)] | Tuned = 2  # residual blocks per resolution stage
     residual: bool | Tuned = True  # false removes the identity shortcuts and nothing else
-    channels: int = Field(64, ge=4, le=1024)  # width of every block in G and D
+    channels: int = Field(32, ge=4, le=1024)  # width of every block in G and D
     z_dim: int = Field(64, ge=1, le=1024)  # latent size
 
 
 class TrainConfig(_Section):
     loss: Loss | Tuned = "bce"  # bce: original GAN, non-saturating G
     gp_lambda: float = Field(10.0, ge=0.0)  # wgan-gp: weight of the gradient penalty
-    epochs: int = Field(30, ge=1, le=100_000)
+    epochs: int = Field(100, ge=1, le=100_000)
     batch_size: int = Field(64, ge=2, le=65_536)  # global: split over the workers
     lr_g: Annotated[float, Field(gt=0.0, le=1.0)] | Tuned = 2.0e-4
     lr_d: Annotated[float, Field(gt=0.0, le=1.0)] | Tuned = 2.0e-4
@@ -78,9 +78,9 @@ class TrainConfig(_Section):
     # it is slower: docs/benchmarks.md, GPU); true also on the CPU, for tests
     mixed_precision: Literal["auto", True, False] = "auto"
     seed: int = Field(0, ge=0)
-    checkpoint_every: int = Field(5, ge=1)  # epochs between checkpoints
+    checkpoint_every: int = Field(10, ge=1)  # epochs between checkpoints
     max_failures: int = Field(3, ge=-1)  # Ray Train worker-group restarts (-1: no limit)
-    sample_every: int = Field(5, ge=1)  # epochs between sample grids logged to MLflow
+    sample_every: int = Field(10, ge=1)  # epochs between sample grids logged to MLflow
     fid_samples: int = Field(500, ge=2, le=1_000_000)  # samples for the per-epoch FID
 
 
@@ -96,8 +96,8 @@ class TuneConfig(_Section):
     lr_d_range: list[float] = Field(default_factory=lambda: [5.0e-5, 1.0e-3], min_length=2, max_length=2)
     # ASHA's max_t: the epochs a trial that is never stopped runs (at most train.epochs); the
     # train stage continues the best of them to train.epochs instead of starting again
-    epochs: int = Field(8, ge=1, le=100_000)
-    grace_period: int = Field(2, ge=1)  # ASHA: epochs before a trial may be stopped
+    epochs: int = Field(12, ge=1, le=100_000)
+    grace_period: int = Field(3, ge=1)  # ASHA: epochs before a trial may be stopped
     reduction_factor: int = Field(2, ge=2)
     workers_per_trial: int = Field(1, ge=1, le=1024)
     max_concurrent: int = Field(2, ge=1, le=1024)
