@@ -26,14 +26,15 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not ray and not e2e"
 
-# The depth x shortcut ablation (params.yaml `ablation`); report in docs/ablation.md.
+# The depth x shortcut study (params.yaml `ablation`), a DVC pipeline of its own: report in
+# studies/ablation8/report/.
 ablation: setup
-	dvc repro prepare
-	$(BIN)/python pipeline/ablation.py
+	dvc repro studies/ablation8/dvc.yaml
 
-# The champion against the floor and the best plain network (after run and ablation).
+# The champion against the references and the ablation's contenders (runs what it needs
+# first: the pipeline and the ablation): report in studies/quality/report/.
 quality: setup
-	$(BIN)/python pipeline/quality.py
+	dvc repro studies/quality/dvc.yaml
 
 # DVC's plots page, dvc_plots/index.html (Vega inlined: no network; `dvc plots diff` compares
 # experiments).

@@ -10,13 +10,16 @@ tune chose for the champion (outputs/tune/best.json).
 Writes ablation.md (table), ablation.png (FID against depth) and ablation.json to --out,
 and logs them to an MLflow run `ablation` with one nested run per cell.
 
-Needs prepare's outputs: run `dvc repro prepare` first (`make ablation` does).
+Run as a DVC pipeline: `make ablation` (`dvc repro studies/ablation8/dvc.yaml`, on the root
+params.yaml) or `dvc repro studies/ablation16/dvc.yaml` (16 px, its own params.yaml); by
+hand it needs prepare's outputs (`dvc repro prepare`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -70,6 +73,15 @@ def _earlier_cells(path: str, comparable: dict[str, str]) -> list[Cell]:
     return [Cell(**c) for c in res["cells"]]
 
 
+def _command() -> str:
+    """How this run was started: the DVC pipeline that ran it (DVC names the stage in
+    DVC_STAGE, e.g. ``studies/ablation8/dvc.yaml:ablation``), else the script's command line."""
+    stage = os.environ.get("DVC_STAGE", "")
+    if ":" in stage:
+        return f"dvc repro {stage.rsplit(':', 1)[0]}"
+    return "python pipeline/ablation.py " + " ".join(map(shlex.quote, sys.argv[1:]))
+
+
 def main() -> str:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,8 +89,9 @@ def main() -> str:
     ap.add_argument("--prepared", default="outputs/prepare", help="prepare's output folder")
     ap.add_argument("--best", default="outputs/tune/best.json",
                     help="tune's choice, for the searched keys besides depth and shortcuts")
-    ap.add_argument("--out", default="docs", help="report folder (default: %(default)s)")
-    ap.add_argument("--generators", default="outputs/ablation",
+    ap.add_argument("--out", default="studies/ablation8/report",
+                    help="report folder (default: %(default)s)")
+    ap.add_argument("--generators", default="studies/ablation8/outputs/ablation/generators",
                     help="where every cell's final generator is kept (default: %(default)s)")
     ap.add_argument("--render", metavar="JSON",
                     help="only re-write the report from an earlier run's ablation.json")
@@ -176,8 +189,7 @@ def main() -> str:
         "workers per cell": a.workers_per_trial,
         "cells at once": a.max_concurrent,
         "wall time": f"{seconds / 60:.1f} min ({train_seconds / 60:.1f} min training)",
-        "command": "make ablation" if len(sys.argv) == 1 else
-                   "python pipeline/ablation.py " + " ".join(map(shlex.quote, sys.argv[1:])),
+        "command": _command(),
     }
     if args.merge:
         trained = {(x.depth, x.residual, x.augment, x.seed) for x in cells}

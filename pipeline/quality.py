@@ -3,7 +3,7 @@
 Trains, through the pipeline's Ray Train loop and for the champion's images seen (its
 epochs and batch size):
 
-- plain: the best plain (no-shortcut) depth of the ablation (docs/ablation.json) with the
+- plain: the best plain (no-shortcut) depth of the ablation (studies/ablation8/report/ablation.json) with the
   champion's own configuration (the tuned learning rates): shortcuts against none;
 - ablation-best: the ablation's best cell (depth, shortcuts, augment policy) with the
   configuration the ablation trained it with: the search's pick against the ablation's.
@@ -14,7 +14,8 @@ one of new real images, are at that count) and at eval.num_samples. Writes quali
 grids of each network and of real images to --out; logs each contender's scores to its
 MLflow run.
 
-Needs `make run` (the champion in outputs/train) and `make ablation` (its cells).
+Run as a DVC pipeline: `make quality` (`dvc repro studies/quality/dvc.yaml`), which first
+brings the champion (the root pipeline) and the ablation (studies/ablation8) up to date.
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ def main() -> str:
     ap.add_argument("--params", default=PARAMS, help="parameter file (default: %(default)s)")
     ap.add_argument("--prepared", default="outputs/prepare", help="prepare's output folder")
     ap.add_argument("--trained", default="outputs/train", help="train's output folder")
-    ap.add_argument("--ablation", default="docs/ablation.json", help="the ablation's results")
-    ap.add_argument("--out", default="docs", help="report folder (default: %(default)s)")
-    ap.add_argument("--generators", default="outputs/quality",
+    ap.add_argument("--ablation", default="studies/ablation8/report/ablation.json",
+                    help="the ablation's results (default: %(default)s)")
+    ap.add_argument("--out", default="studies/quality/report",
+                    help="report folder (default: %(default)s)")
+    ap.add_argument("--generators", default="studies/quality/outputs/generators",
                     help="where the plain network's generator is kept (default: %(default)s)")
     args = ap.parse_args()
     cfg = read_params(args.params)
@@ -142,7 +145,8 @@ def main() -> str:
     lines = [
         "# Quality on the default data",
         "",
-        "Written by `make quality` (`pipeline/quality.py`) after `make run` and `make ablation`.",
+        "Written by `make quality` (`dvc repro studies/quality/dvc.yaml`: `pipeline/quality.py` "
+        "after the pipeline and the ablation).",
         "",
         f"- machine: {describe()}",
         f"- data: {cfg.data.dataset} at {cfg.data.resolution}px, {prep['stats_samples']} training "

@@ -20,6 +20,28 @@ SRC = ROOT / "src"
 STAGES = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
+def _study_stages() -> dict[str, dict]:
+    """The studies' stages that train or score (``studies/<name>/dvc.yaml:<stage>``), their
+    script and deps as repository paths (a stage runs in its ``wdir``, relative to its file).
+    A `report` stage only renders tables from earlier results; it is not among them."""
+    import os
+
+    stages = {}
+    for f in sorted(ROOT.glob("studies/*/dvc.yaml")):
+        for name, spec in YAML(typ="safe").load(f.read_text())["stages"].items():
+            if name == "report":
+                continue
+            wdir = (f.parent / spec.get("wdir", ".")).resolve()
+            repo = lambda p: Path(os.path.normpath(wdir / p)).relative_to(ROOT).as_posix()  # noqa: E731
+            script = next(w for w in spec["cmd"].split() if w.endswith(".py"))
+            stages[f"{f.parent.relative_to(ROOT).as_posix()}/dvc.yaml:{name}"] = {
+                "cmd": f"python {repo(script)}", "deps": [repo(d) for d in spec["deps"]]}
+    return stages
+
+
+ALL_STAGES = {**STAGES, **_study_stages()}
+
+
 def _module_file(name: str) -> Path | None:
     p = SRC.joinpath(*name.split("."))
     for f in (p / "__init__.py", p.with_suffix(".py")):
@@ -71,9 +93,9 @@ def _covered(path: str, deps: list[str]) -> bool:
     return any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps)
 
 
-@pytest.mark.parametrize("stage", sorted(STAGES))
+@pytest.mark.parametrize("stage", sorted(ALL_STAGES))
 def test_every_module_a_stage_imports_is_a_dep(stage):
-    spec = STAGES[stage]
+    spec = ALL_STAGES[stage]
     script = spec["cmd"].split()[1]
     assert script in spec["deps"], f"{stage}: its script {script} is not a dep"
     code = code_of(ROOT / script)

@@ -38,6 +38,9 @@ def _make_repo(work):
         shutil.copy(ROOT / name, work / name)
     for name in ("pipeline", "src", "plots"):
         shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for study in ("ablation8", "quality"):  # the studies on the root params (not their reports)
+        (work / "studies" / study).mkdir(parents=True)
+        shutil.copy(ROOT / "studies" / study / "dvc.yaml", work / "studies" / study / "dvc.yaml")
     params = _merge(yaml.load((ROOT / "params.yaml").read_text()), TINY)
     with open(work / "params.yaml", "w") as f:
         YAML().dump(params, f)
@@ -334,17 +337,18 @@ def test_register_param_reruns_only_register(repo):
     assert _store(repo).get_model_version_by_alias("resgan-b", "champion") is not None
 
 
-def _script(repo, name, *args):
-    out = subprocess.run([sys.executable, f"pipeline/{name}.py", *args], cwd=repo[0],
-                         env=repo[1], capture_output=True, text=True, timeout=1200)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out
-
-
 def test_ablation_and_quality_reports(repo):
-    """make ablation and make quality on the pipeline's own outputs (tiny grid)."""
-    _script(repo, "ablation")
-    docs = repo[0] / "docs"
+    """make ablation and make quality: the studies' DVC pipelines on the pipeline's own
+    outputs (tiny grid), each report an output with a lock entry; a second repro runs nothing."""
+    _dvc(repo, "repro")  # the champion, as `make quality` would bring it up to date first
+    out = _dvc(repo, "repro", "studies/quality/dvc.yaml")
+    assert _ran(out) == ["studies/ablation8/dvc.yaml:ablation", "studies/ablation8/dvc.yaml:report",
+                         "studies/quality/dvc.yaml:quality"]
+    assert _ran(_dvc(repo, "repro", "studies/quality/dvc.yaml")) == []
+    for study in ("ablation8", "quality"):
+        lock = yaml.load((repo[0] / "studies" / study / "dvc.lock").read_text())
+        assert all(s["cmd"].startswith("python pipeline/") for s in lock["stages"].values())
+    docs = repo[0] / "studies/ablation8/report"
     res = json.loads((docs / "ablation.json").read_text())
     cells = {(c["depth"], c["residual"]) for c in res["cells"]}
     assert cells == {(1, True), (1, False), (2, True), (2, False)}
@@ -362,7 +366,8 @@ def test_ablation_and_quality_reports(repo):
     fids = sorted(r.data.metrics["fid_classifier_n200"] for r in nested)
     assert fids == pytest.approx(sorted(c["fid"] for c in res["cells"]))
 
-    _script(repo, "quality")
+    assert res["settings"]["command"] == "dvc repro studies/ablation8/dvc.yaml"
+    docs = repo[0] / "studies/quality/report"
     q = (docs / "quality.md").read_text()
     plain_depth = min((s for s in res["summary"] if not s["residual"]),
                       key=lambda s: s["fid_mean"])["depth"]
