@@ -22,7 +22,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = read_params()
     t = cfg.tune
-    from resgan.training.ray_train import init_ray
+    from resgan.runtime.cluster import init_ray
     from resgan.tuning import best_trial, run_search, run_trials, search_space
 
     init_ray()

@@ -67,7 +67,8 @@ def main() -> None:
     import ray
 
     t0 = time.perf_counter()
-    from resgan.training.ray_train import init_ray, make_trainer
+    from resgan.training.ray_train import make_trainer
+    from resgan.runtime.cluster import init_ray
 
     init_ray()
     t_init = time.perf_counter() - t0

@@ -87,7 +87,8 @@ def main() -> None:
     default_threads = torch.get_num_threads()
     import ray
 
-    from resgan.training.ray_train import init_ray, place, resolve_workers
+    from resgan.training.ray_train import place, resolve_workers
+    from resgan.runtime.cluster import init_ray
 
     storage = str(Path(".ray_results").resolve())
     where = place(cfg.train)

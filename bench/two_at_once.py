@@ -3,7 +3,7 @@
 Two pipelines at once (`dvc queue start -j 2`, two checkouts) run their train stages side by
 side, each asking for every core. This runs the Ray-free loop (the train stage's model, data
 and batch; params.yaml with tune's values) in two processes started together, each with
-torch's default threads (every core): with resgan's core sharing (resgan.training.cpu_share,
+torch's default threads (every core): with resgan's core sharing (resgan.runtime.cpu_share,
 the default) and with ``RESGAN_CPU_SHARE=off``; and one process alone before and after, the
 baseline. Images/s are the loop's own per-epoch figures, mean over epochs 2..N.
 Run after `make run`:  .venv/bin/python bench/two_at_once.py [--epochs 8]

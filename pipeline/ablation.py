@@ -122,7 +122,8 @@ def main() -> str:
 
     from resgan.metrics.scoring import Scorer
     from resgan.training import checkpoint as ckpt_io
-    from resgan.training.ray_train import init_ray, resolve_use_gpu
+    from resgan.training.ray_train import resolve_use_gpu
+    from resgan.runtime.cluster import init_ray
     from resgan.tuning import run_trials
 
     init_ray()

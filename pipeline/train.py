@@ -23,7 +23,7 @@ from resgan.stage import monitor_ref, read_json, read_params, require_batch_fits
 from resgan import tracking
 from resgan.console import follow_epochs, say
 from resgan.metrics.scoring import fid_name
-from resgan.training.resume import open_run
+from resgan.runtime.runs import open_run
 
 HISTORY = ["loss_d", "loss_g", "fid", "images_per_s"]
 
@@ -39,8 +39,9 @@ def main() -> str:
     cfg = cfg.with_tuned(best, args.best).require_fixed("train")
     require_batch_fits(cfg, args.prepared)
     from resgan.training import checkpoint as ckpt_io  # after validation: imports Ray Train
-    from resgan.training.ray_train import fit_tracked, make_trainer, place, storage_path
-    from resgan.training.resume import run_key
+    from resgan.training.ray_train import fit_tracked, make_trainer, place
+    from resgan.runtime.cluster import storage_path
+    from resgan.runtime.runs import run_key
 
     start = _tune_checkpoint(best)
     where = place(cfg.train)  # starts or joins Ray unless it trains in this process

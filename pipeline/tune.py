@@ -22,7 +22,7 @@ from resgan import tracking
 from resgan.config import SEARCHABLE
 from resgan.console import say
 from resgan.metrics.scoring import fid_name
-from resgan.training.resume import open_run
+from resgan.runtime.runs import open_run
 
 COLUMNS = ["trial_id", "depth", "residual", "loss", "lr_g", "lr_d", "fid", "best_fid", "epochs",
            "images_per_s", "status"]
@@ -41,8 +41,9 @@ def main() -> str:
         write_trials(out / "trials.csv", [])
         write_json(out / "best.json", {"searched": [], "trials": 0})
         return "no key in params.yaml is 'tune': nothing to search; train uses params.yaml's values"
-    from resgan.training.ray_train import init_ray, resolve_use_gpu, storage_path  # imports Ray
-    from resgan.training.resume import run_key
+    from resgan.training.ray_train import resolve_use_gpu
+    from resgan.runtime.cluster import init_ray, storage_path  # imports Ray
+    from resgan.runtime.runs import run_key
     from resgan.tuning import best_trial, run_search
 
     init_ray()

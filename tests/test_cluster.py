@@ -19,7 +19,7 @@ pytestmark = pytest.mark.ray
 def cluster():
     from ray.cluster_utils import Cluster
 
-    from resgan.training.ray_train import init_ray
+    from resgan.runtime.cluster import init_ray
 
     c = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1})
     c.add_node(num_cpus=1)
@@ -63,7 +63,7 @@ def test_two_nodes(cluster):
 
 def test_stage_joins_the_cluster_at_RAY_ADDRESS(cluster):
     """init_ray (what every stage calls) connects to RAY_ADDRESS instead of starting Ray."""
-    code = ("import ray; from resgan.training.ray_train import init_ray; init_ray(); "
+    code = ("import ray; from resgan.runtime.cluster import init_ray; init_ray(); "
             "print(len([n for n in ray.nodes() if n['Alive']]), ray.cluster_resources()['CPU'])")
     env = {**os.environ, "RAY_ADDRESS": cluster.address}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,

@@ -67,7 +67,7 @@ def head():
 
 
 JOIN = ("from resgan.stage import run\n"
-        "from resgan.training.ray_train import init_ray\n"
+        "from resgan.runtime.cluster import init_ray\n"
         "import os, ray\n"
         "def main():\n"
         "    init_ray()\n"
@@ -106,7 +106,7 @@ def test_a_refused_driver_ends_in_one_clear_line_at_once(head, tmp_path, token, 
 
 def _jobs(head) -> int:
     """How many jobs (drivers) the head has seen, counted by one more driver."""
-    code = ("from resgan.training.ray_train import init_ray\nimport ray._private.state as state\n"
+    code = ("from resgan.runtime.cluster import init_ray\nimport ray._private.state as state\n"
             "init_ray()\nprint('jobs', len(state.jobs()))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**head["env"], "RAY_ADDRESS": head["address"]})

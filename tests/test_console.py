@@ -124,7 +124,7 @@ def test_a_crash_shows_its_traceback_and_names_the_log(tmp_path):
 RAY_STAGE = textwrap.dedent("""
     import ray
     from resgan.stage import run
-    from resgan.training.ray_train import init_ray
+    from resgan.runtime.cluster import init_ray
 
     @ray.remote(num_cpus=1)
     def shout():

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from resgan.training.cpu_share import CpuShare
+from resgan.runtime.cpu_share import CpuShare
 
 
 def test_requests_that_fit_keep_their_threads_others_split_the_cores(tmp_path):

@@ -16,7 +16,7 @@ def _weights_equal(a, b):
 
 
 def test_auto_on_a_machine_of_its_own_is_local_mode(tiny_cfg, monkeypatch):
-    from resgan.training.cpu_share import machine_cores
+    from resgan.runtime.cpu_share import machine_cores
     from resgan.training.ray_train import place
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

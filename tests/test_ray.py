@@ -251,7 +251,8 @@ def test_train_workers_wait_is_bounded(cpus_taken, tiny_cfg, prepared, tmp_path,
     """No CPU for the workers: fit_bounded fails with one clear line after the bound."""
     import time
 
-    from resgan.training.ray_train import ResourceWaitError, fit_bounded, make_trainer
+    from resgan.training.ray_train import fit_bounded, make_trainer
+    from resgan.runtime.cluster import ResourceWaitError
 
     monkeypatch.setenv("RESGAN_WORKER_WAIT_S", "3")
     monkeypatch.delenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", raising=False)  # restored after
@@ -281,7 +282,7 @@ def _tune_alone(tmp_path, fn, resources):
 
 def test_tune_trial_wait_is_bounded(cpus_taken, tmp_path, monkeypatch):
     """A trial that cannot start (Tune would wait forever) ends the search in one line."""
-    from resgan.training.ray_train import ResourceWaitError
+    from resgan.runtime.cluster import ResourceWaitError
 
     monkeypatch.setenv("RESGAN_TRIAL_WAIT_S", "3")
     with pytest.raises(ResourceWaitError) as err:
@@ -294,10 +295,10 @@ def test_tune_trial_wait_is_bounded(cpus_taken, tmp_path, monkeypatch):
 
 def test_trial_whose_workers_waited_in_vain_ends_the_search(ray_runtime, tmp_path):
     """The next trials would only wait as long again: the search stops with that line."""
-    from resgan.training.ray_train import ResourceWaitError
+    from resgan.runtime.cluster import ResourceWaitError
 
     def starved(config):  # a local function: Ray ships it by value (this module is not
-        from resgan.training.ray_train import ResourceWaitError  # importable by workers)
+        from resgan.runtime.cluster import ResourceWaitError  # importable by workers)
 
         raise ResourceWaitError("waited 1 s for the workers of run x; the cluster has 0 CPUs")
 
@@ -315,7 +316,7 @@ def test_stage_ray_is_found_by_its_own_address_beside_another(ray_runtime):
 
     code = """
 import ray
-from resgan.training.ray_train import init_ray
+from resgan.runtime.cluster import init_ray
 init_ray()
 
 @ray.remote(num_cpus=0)

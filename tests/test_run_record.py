@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from resgan.training import resume
-from resgan.training.resume import RunRecord, holder_alive, resumable_run
+from resgan.runtime import runs
+from resgan.runtime.runs import RunRecord, holder_alive, resumable_run
 
 
 def _record(storage, name, **holder):
@@ -47,7 +47,7 @@ def test_a_killed_holder_on_this_host_is_resumed_at_once(tmp_path, monkeypatch):
     record, interrupted = resumable_run(str(tmp_path), "train", "k")
     assert record.name == "train-k" and interrupted["mlflow_run_id"] == "abc"
     # the stage then claims it with the interrupted record's data, as open_run does
-    monkeypatch.setattr(resume, "CLAIM_SETTLE_S", 0.1)
+    monkeypatch.setattr(runs, "CLAIM_SETTLE_S", 0.1)
     assert record.claim(**interrupted)
     holder = record.read()["holder"]
     assert holder["pid"] == os.getpid() and record.read()["mlflow_run_id"] == "abc"
@@ -79,7 +79,7 @@ def test_records_are_replaced_whole(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train-k.resgan.json"]  # no leftovers
 
 
-@pytest.mark.parametrize("age, adopted", [(resume.STALE_S - 30, False), (resume.STALE_S + 30, True)])
+@pytest.mark.parametrize("age, adopted", [(runs.STALE_S - 30, False), (runs.STALE_S + 30, True)])
 def test_another_hosts_holder_is_judged_by_its_heartbeat(tmp_path, age, adopted):
     _record(tmp_path, "tune-k", host="another-node", pid=1, heartbeat=time.time() - age)
     record, interrupted = resumable_run(str(tmp_path), "tune", "k")
@@ -97,7 +97,7 @@ def test_records_without_a_holder_are_resumed_and_completed_runs_are_not(tmp_pat
 
 def test_claimed_and_killed_before_its_mlflow_run_starts_afresh(tmp_path):
     RunRecord(str(tmp_path), "train-k").write(complete=False, holder={
-        "host": "gone", "pid": 1, "heartbeat": time.time() - 2 * resume.STALE_S})
+        "host": "gone", "pid": 1, "heartbeat": time.time() - 2 * runs.STALE_S})
     record, interrupted = resumable_run(str(tmp_path), "train", "k")
     assert record.name == "train-k" and interrupted is None  # nothing to resume
 
@@ -111,7 +111,7 @@ def test_a_live_claim_without_its_mlflow_run_yet_is_not_adopted(tmp_path, live_p
 
 
 def test_a_claim_overwritten_in_the_same_moment_is_lost(tmp_path, monkeypatch, live_pid):
-    monkeypatch.setattr(resume, "CLAIM_SETTLE_S", 0.5)
+    monkeypatch.setattr(runs, "CLAIM_SETTLE_S", 0.5)
     record = RunRecord(str(tmp_path), "train-k")
     other = RunRecord(str(tmp_path), "train-k")
     import threading
@@ -125,8 +125,8 @@ def test_a_claim_overwritten_in_the_same_moment_is_lost(tmp_path, monkeypatch, l
 
 
 def test_hold_keeps_the_heartbeat_fresh_and_release_ends_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(resume, "HEARTBEAT_S", 0.2)
-    monkeypatch.setattr(resume, "CLAIM_SETTLE_S", 0.1)
+    monkeypatch.setattr(runs, "HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(runs, "CLAIM_SETTLE_S", 0.1)
     record = RunRecord(str(tmp_path), "train-k")
     assert record.claim(complete=False)
     record.update(mlflow_run_id="abc", complete=False)
@@ -146,7 +146,7 @@ def test_hold_keeps_the_heartbeat_fresh_and_release_ends_it(tmp_path, monkeypatc
 def test_a_late_claim_against_a_live_holder_is_refused(tmp_path, monkeypatch):
     """Two claimants in this very process (same host and pid): the nonce tells them apart,
     and the one that comes after the first's settle window finds a live holder."""
-    monkeypatch.setattr(resume, "CLAIM_SETTLE_S", 0.2)
+    monkeypatch.setattr(runs, "CLAIM_SETTLE_S", 0.2)
     first, second = RunRecord(str(tmp_path), "train-k"), RunRecord(str(tmp_path), "train-k")
     assert first.claim(complete=False) is True
     time.sleep(0.3)  # a little over the settle window: the case that once gave True twice
@@ -161,8 +161,8 @@ def record_nonce(record) -> str:
 
 def test_a_holder_whose_record_was_taken_stops_beating_and_leaves_it(tmp_path, monkeypatch,
                                                                      live_pid, capsys):
-    monkeypatch.setattr(resume, "HEARTBEAT_S", 0.2)
-    monkeypatch.setattr(resume, "CLAIM_SETTLE_S", 0.05)
+    monkeypatch.setattr(runs, "HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(runs, "CLAIM_SETTLE_S", 0.05)
     record = RunRecord(str(tmp_path), "train-k")
     assert record.claim(complete=False)
     theirs = {"host": socket.gethostname(), "pid": live_pid, "nonce": "theirs",

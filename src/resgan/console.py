@@ -32,7 +32,7 @@ LOG_DIR = "outputs/logs"
 # The training loop's per-epoch line (epoch_line); Ray prefixes the lines of its workers
 # with "(name pid=…)" and colour codes.
 EPOCH_RE = re.compile(r"\bepoch (\d+)/(\d+): (.*)$")
-# resgan.training.cpu_share's line when a training's share of the cores changes
+# resgan.runtime.cpu_share's line when a training's share of the cores changes
 SHARE_RE = re.compile(r"sharing this machine's \d+ cores with other trainings: (\d+) torch"
                       r"|(cores no longer shared)")
 

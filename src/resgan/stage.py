@@ -1,7 +1,7 @@
 """What the stage scripts (pipeline/), the benches and the tests share: read params.yaml
 as DVC does and validate it, run a stage under its console (resgan.console) and fail in
 one line, the monitoring reference and atomic JSON outputs. (Resumable runs:
-resgan.training.resume.open_run.)"""
+resgan.runtime.runs.open_run.)"""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ruamel.yaml import YAML
 from resgan.config import Config, ConfigError, EvalConfig, load_config
 from resgan.console import Console
 from resgan.errors import ResganError
+from resgan.runtime.files import atomic_write
 from resgan.metrics.scoring import (  # noqa: F401 (re-exported for the stage scripts)
     FidRef, classifier_path, features_dir, prepared_extractor, stats_path)
 
@@ -104,9 +105,7 @@ def write_json(path: str | Path, data: dict[str, Any], first: tuple[str, ...] = 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = {k: data[k] for k in first if k in data} | {k: data[k] for k in sorted(data) if k not in first}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(ordered, indent=2) + "\n")
-    tmp.replace(path)  # atomic: readers never see half a file
+    atomic_write(path, json.dumps(ordered, indent=2) + "\n")  # readers never see half a file
 
 
 def read_json(path: str | Path) -> dict[str, Any]:

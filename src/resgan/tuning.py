@@ -37,9 +37,9 @@ from resgan.errors import ResganError
 from resgan.training import checkpoint as ckpt_io
 from resgan.metrics.scoring import FidRef
 from resgan.training.loop import DivergedError, fit
-from resgan.training.ray_train import (TRIAL_WAIT_ENV, ResourceWaitError, cluster_free,
-                                       fit_bounded, make_trainer, reporting_to, storage_path,
-                                       wait_bound)
+from resgan.runtime.cluster import (TRIAL_WAIT_ENV, ResourceWaitError, cluster_free,
+                                    storage_path, wait_bound)
+from resgan.training.ray_train import fit_bounded, make_trainer, reporting_to
 
 METRIC, MODE = "fid", "min"
 

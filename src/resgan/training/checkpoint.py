@@ -15,17 +15,10 @@ import torch
 
 from resgan.errors import ResganError
 from resgan.nets import Generator
+from resgan.runtime.files import atomic_write, filesystem
 
 CKPT_FILE = "checkpoint.pt"
 _NUMBERED = re.compile(r"checkpoint_(\d+)$")
-
-
-def filesystem(location: str | Path):
-    """(pyarrow filesystem, path in it) of a local path or a URI (s3://, gs://, ...)."""
-    import pyarrow.fs
-
-    loc = str(location)
-    return pyarrow.fs.FileSystem.from_uri(loc if "://" in loc else Path(loc).resolve().as_uri())
 
 
 class CheckpointError(ResganError, ValueError):
@@ -33,23 +26,17 @@ class CheckpointError(ResganError, ValueError):
 
 
 def _write(fs, target: str, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``target`` in ``fs`` beside it under a name of this writer's own,
-    then move it into place: a crash never leaves half a checkpoint under the name, and two
-    writers of one epoch never mix their bytes."""
-    import uuid
-
+    """Write ``state`` to ``target`` in ``fs`` whole (resgan.runtime.files.atomic_write): a
+    crash never leaves half a checkpoint under the name, and two writers of one epoch never
+    mix their bytes."""
     buf = io.BytesIO()
     torch.save(state, buf)
-    part = f"{target}.{uuid.uuid4().hex[:12]}.part"
-    with fs.open_output_stream(part) as f:
-        f.write(buf.getvalue())
-    fs.move(part, target)
+    atomic_write(target, buf.getvalue(), fs=fs)
 
 
 def save(path: str | Path, state: dict[str, Any]) -> None:
     """Save ``state`` as the file ``path`` (a local path or a URI)."""
     fs, target = filesystem(path)
-    fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
     _write(fs, target, state)
 
 

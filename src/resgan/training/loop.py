@@ -27,7 +27,7 @@ from resgan.data import load_split
 from resgan.losses import LOSSES, gradient_penalty
 from resgan.metrics.scoring import FidRef, fid_name
 from resgan.nets import Discriminator, Generator, sample
-from resgan.training.cpu_share import CpuShare
+from resgan.runtime.cpu_share import CpuShare
 
 # train.mixed_precision: auto turns bf16 + channels-last on for CUDA from this many images per
 # worker: below it a step is bound by kernel launches, and the casts cost more than bf16 saves

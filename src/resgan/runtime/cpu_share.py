@@ -18,18 +18,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from resgan.runtime.processes import alive
+
 ENV = "RESGAN_CPU_SHARE"
 _serial = itertools.count()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process with that pid: alive
-        return True
-    return True
 
 
 def machine_cores() -> int:
@@ -72,7 +64,7 @@ class CpuShare:
                 pid, n = int(f.name.split("-")[0]), int(f.read_text())
             except (ValueError, OSError):  # being written, or removed meanwhile
                 continue
-            if _alive(pid):
+            if alive(pid):
                 out.append(n)
             else:
                 f.unlink(missing_ok=True)

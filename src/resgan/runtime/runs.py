@@ -1,4 +1,4 @@
-"""Resuming after a lost driver: one Ray run name per training configuration.
+"""Run records: one Ray run name per training configuration, resumed after a lost driver.
 
 A stage names its Ray run ``<prefix>-<key>``, the key a hash of everything that decides
 the result (the model, train and data sections, the training split's content and the
@@ -32,6 +32,8 @@ from typing import Any
 from resgan.config import Config
 from resgan.console import say
 from resgan.metrics.cache import fingerprint
+from resgan.runtime.files import atomic_write, filesystem
+from resgan.runtime.processes import alive
 
 _SRC = Path(__file__).resolve().parents[1]  # the resgan package
 HEARTBEAT_S = 30.0  # a holding stage rewrites its record this often
@@ -60,8 +62,6 @@ class RunRecord:
     """The JSON beside a Ray run: its MLflow run id and whether it completed."""
 
     def __init__(self, storage: str, name: str):
-        from resgan.training.checkpoint import filesystem
-
         self.fs, root = filesystem(storage)
         self.path = f"{root.rstrip('/')}/{name}.resgan.json"
         self.name = name
@@ -77,11 +77,7 @@ class RunRecord:
     def write(self, **data: Any) -> None:
         """Replace the record whole: written beside it, then moved over it (a reader, or a
         kill mid-write, never sees half a record on a local or shared filesystem)."""
-        self.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
-        tmp = f"{self.path}.{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}.tmp"
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(json.dumps(data, sort_keys=True).encode())
-        self.fs.move(tmp, self.path)
+        atomic_write(self.path, json.dumps(data, sort_keys=True), fs=self.fs)
 
     def claim(self, **data: Any) -> bool:
         """Write the record with this process as its holder (a fresh nonce); False when a
@@ -141,25 +137,6 @@ class RunRecord:
                 say(f"warning: run record {self.path}: heartbeat not written ({exc})")
 
 
-def _process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host runs (a killed one not yet reaped, a zombie, does not)."""
-    try:
-        import psutil
-
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except ImportError:
-        pass
-    except Exception:  # psutil.NoSuchProcess, AccessDenied: decide by the signal below
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's live process
-    return True
-
-
 def holder_alive(data: dict[str, Any], now: float | None = None) -> str | None:
     """Who holds a run record, when that holder is alive (e.g. "host h, pid 12, heartbeat
     4 s ago"); None when it has none or it is gone."""
@@ -169,7 +146,7 @@ def holder_alive(data: dict[str, Any], now: float | None = None) -> str | None:
     age = (time.time() if now is None else now) - float(h.get("heartbeat", 0))
     if age > STALE_S:
         return None
-    if h.get("host") == socket.gethostname() and not _process_alive(int(h["pid"])):
+    if h.get("host") == socket.gethostname() and not alive(int(h["pid"])):
         return None  # that stage was killed: its run is interrupted
     return f"host {h.get('host')}, pid {h.get('pid')}, heartbeat {age:.0f} s ago"
 
