@@ -118,13 +118,11 @@ def main() -> str:
     require_batch_fits(cfg, args.prepared)
     comparable = _comparable_settings(cfg, read_json(f"{args.prepared}/metrics.json"))
     earlier = _earlier_cells(args.merge, comparable) if args.merge else []
-    from ray import tune  # after validation: imports Ray
-
     from resgan.metrics.scoring import Scorer
     from resgan.training import checkpoint as ckpt_io
     from resgan.training.ray_train import resolve_use_gpu
     from resgan.runtime.cluster import init_ray
-    from resgan.tuning import run_trials
+    from resgan.tuning import grid, run_trials  # after validation: imports Ray
 
     init_ray()
     use_gpu = resolve_use_gpu(cfg.train.use_gpu)
@@ -147,8 +145,7 @@ def main() -> str:
         for policy in a.augment:
             runs[policy] = run_trials(
                 replace(cfg, train={"augment": policy}),
-                {"depth": tune.grid_search(a.depths), "residual": tune.grid_search(a.residual),
-                 "seed": tune.grid_search(a.seeds)},
+                grid(depth=a.depths, residual=a.residual, seed=a.seeds),
                 num_samples=1, epochs=a.epochs, scheduler=None, workers=a.workers_per_trial,
                 max_concurrent=a.max_concurrent, seed=0, data_path=f"{args.prepared}/train.npz",
                 fid_ref=monitor_ref(args.prepared, e), use_gpu=use_gpu, parent_run_id=parent,

@@ -43,48 +43,45 @@ def main() -> str:
     from resgan.runtime.cluster import storage_path
     from resgan.runtime.runs import run_key
 
-    start = _tune_checkpoint(best)
+    trial_checkpoint = _tune_checkpoint(best)
     where = place(cfg.train)  # starts or joins Ray unless it trains in this process
     data = f"{args.prepared}/train.npz"
     fid_ref = monitor_ref(args.prepared, cfg.eval)
     # One Ray run name per configuration: a killed stage, started again, resumes that run
     # from its newest checkpoint.
     # (Local mode keeps its checkpoints itself: a run of the other kind is another run.)
-    key = run_key(cfg, data, fid_ref, start, *(() if where.workers else ("local mode",)))
+    key = run_key(cfg, data, fid_ref, trial_checkpoint, *(() if where.workers else ("local mode",)))
     record, run_id, resumed = open_run(
         storage_path(cfg.ray.storage_path), "train", key,
         lambda name: tracking.start_run(
             cfg.tracking.experiment, "train", params=cfg.model_dump(mode="json"),
             tags={"resgan.stage": "train", "resgan.ray_run": name,
                   "resgan.tune_run_id": best.get("mlflow_run_id", ""),
-                  "resgan.continues_trial": best.get("trial_id", "") if start else ""}))
+                  "resgan.continues_trial": best.get("trial_id", "") if trial_checkpoint else ""}))
     fid_key = fid_name(fid_ref.features, cfg.train.fid_samples)
-    if start and not resumed:  # the trial's epochs are this run's first ones
+    if trial_checkpoint and not resumed:  # the trial's epochs are this run's first ones
         _copy_history(best["trial_run_id"], run_id, fid_key)
     tracking.log_dataset(run_id, data, f"{cfg.data.dataset}-r{cfg.data.resolution}-train")
     point = " ".join(f"{k}={getattr(getattr(cfg, s), k)}" for k, s in
                      (("depth", "model"), ("residual", "model"), ("loss", "train")))
-    begin = f"continuing trial {best['trial_id']} from epoch {best['epochs']}" if start else \
-        "from the start"
+    begin = (f"continuing trial {best['trial_id']} from epoch {best['epochs']}"
+             if trial_checkpoint else "from the start")
     say(f"train: {point} lr_g={cfg.train.lr_g:.2e} lr_d={cfg.train.lr_d:.2e}, {begin} to "
         f"epoch {cfg.train.epochs}; {where}")
     print(f"train: ray run {record.name}, mlflow run {run_id}", flush=True)
-    if start and best["epochs"] >= cfg.train.epochs:  # the trial trained it all
+    if trial_checkpoint and best["epochs"] >= cfg.train.epochs:  # the trial trained it all
         import time
 
-        from ray.train import Checkpoint
-
         t0 = time.perf_counter()
-        with Checkpoint(start).as_directory() as d:
-            state = ckpt_io.load(d)
+        state = ckpt_io.load(trial_checkpoint)
         seconds = time.perf_counter() - t0
     else:
         trainer = make_trainer(
             cfg, data_path=data, fid_ref=fid_ref, name=record.name, storage=cfg.ray.storage_path,
             num_workers=where.workers, cpus_per_worker=where.cpus, use_gpu=where.use_gpu,
             run_id=run_id, tracking_uri=tracking.tracking_uri(), max_failures=cfg.train.max_failures,
-            start=start)
-        follow_epochs(cfg.train.epochs, best["epochs"] if start else 0)
+            from_checkpoint=trial_checkpoint)
+        follow_epochs(cfg.train.epochs, best["epochs"] if trial_checkpoint else 0)
         state, seconds = fit_tracked(trainer, run_id)
     out = Path(args.out)
     ckpt_io.export_generator(state, out / "generator.pt")
@@ -99,7 +96,7 @@ def main() -> str:
     (out / "run_id.txt").write_text(run_id + "\n")
     # Epoch 1 includes warm-up (thread pools, allocator): leave it out of the speed figure;
     # the speed is this stage's own (not the trial's epochs, trained with other resources).
-    first = best["epochs"] + 1 if start else 2
+    first = best["epochs"] + 1 if trial_checkpoint else 2
     speeds = [h["images_per_s"] for h in hist if h["epoch"] >= first and "images_per_s" in h]
     ips = sum(speeds) / len(speeds) if speeds else float("nan")
     summary = {"epochs": int(state["epoch"]), "images_per_s": round(ips, 1),
@@ -107,7 +104,7 @@ def main() -> str:
                "cpus_per_worker": where.cpus, "final_fid_monitor": hist[-1]["fid"],
                "depth": cfg.model.depth, "residual": cfg.model.residual, "loss": cfg.train.loss,
                "lr_g": cfg.train.lr_g, "lr_d": cfg.train.lr_d,
-               "epochs_in_tune": best["epochs"] if start else 0,
+               "epochs_in_tune": best["epochs"] if trial_checkpoint else 0,
                "mlflow_run_id": run_id}  # from `dvc exp show` to the MLflow run
     write_json(out / "metrics.json", summary)
     # complete only now that its outputs exist: a stage killed before this resumes the run

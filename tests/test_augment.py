@@ -208,7 +208,7 @@ def test_ada_resumes_with_the_same_p(tiny_cfg, small, tmp_path):
     start = ckpt_io.load(tmp_path / "e1.pt")
     assert start["augment"]["p"] == full_p[0]
     resumed_p = []
-    end = fit(cfg, data_path=small, start=start,
+    end = fit(cfg, data_path=small, from_state=start,
               report=lambda m, s: resumed_p.append(m["augment_p"]))
     assert resumed_p == full_p[1:]
     assert end["augment"] == full["augment"]

@@ -47,7 +47,7 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tiny_cfg, prepared, tm
     full = fit(cfg, data_path=str(prepared / "train.npz"), report=keep)
     assert saved == [1, 2, 3] and full["resumed_from"] == []
     start = ckpt_io.load(tmp_path / "e1.pt")
-    reports, end = _run(cfg, prepared / "train.npz", start=start)
+    reports, end = _run(cfg, prepared / "train.npz", from_state=start)
     assert [m["epoch"] for m, _ in reports] == [2, 3]
     assert end["step"] == full["step"] and end["resumed_from"] == [1]
     for key in ("G", "D", "G_ema"):
@@ -56,7 +56,7 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tiny_cfg, prepared, tm
     assert end["opt_G"]["state"][0]["exp_avg"].equal(full["opt_G"]["state"][0]["exp_avg"])
     # without the RNG state (an older checkpoint) the run goes on, with other noise
     start.pop("rng")
-    _, other = _run(cfg, prepared / "train.npz", start=start)
+    _, other = _run(cfg, prepared / "train.npz", from_state=start)
     assert not torch.equal(other["G"]["fc.weight"], full["G"]["fc.weight"])
 
 

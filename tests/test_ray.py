@@ -99,7 +99,7 @@ def test_trial_continued_by_ray_train_is_the_uninterrupted_run(ray_runtime, tiny
     point = replace(cfg, model={"depth": 2})
     trainer = make_trainer(point, data_path=data, fid_ref=None, name="continue",
                            storage=str(tmp_path / "ray"), num_workers=1, use_gpu=False,
-                           start=row.checkpoint)
+                           from_checkpoint=row.checkpoint)
     with trainer.fit().checkpoint.as_directory() as d:
         continued = ckpt_io.load(d)
     assert continued["epoch"] == 3 and continued["resumed_from"] == [1]

@@ -36,7 +36,8 @@ from resgan.config import Config, load_config, replace
 from resgan.errors import ResganError
 from resgan.training import checkpoint as ckpt_io
 from resgan.metrics.scoring import FidRef
-from resgan.training.loop import DivergedError, fit
+from resgan.training.job import TrainingJob, run_job
+from resgan.training.loop import DivergedError
 from resgan.runtime.cluster import (TRIAL_WAIT_ENV, ResourceWaitError, cluster_free,
                                     storage_path, wait_bound)
 from resgan.training.ray_train import fit_bounded, make_trainer, reporting_to
@@ -60,6 +61,12 @@ POINT_KEYS = {"depth": int, "residual": bool, "loss": str, "lr_g": float, "lr_d"
               "seed": int}
 
 
+def grid(**values: list) -> dict[str, Any]:
+    """A Tune space of every combination of ``values`` (keys of POINT_KEYS), e.g. the
+    ablation's depth x residual x seed."""
+    return {k: tune.grid_search(list(v)) for k, v in values.items()}
+
+
 def trial_config(cfg: Config, point: dict[str, Any], epochs: int) -> Config:
     """The train config a trial runs: the point applied, a checkpoint and a sample grid at
     ``epochs`` (where the trial stops), ``cfg.train.epochs`` as the schedule."""
@@ -80,78 +87,98 @@ def trial_resources(workers: int, use_gpu: bool, cpus: float) -> dict[str, float
     return {"cpu": TRIAL_CPU}  # 0: a TorchTrainer's trial, whatever its workers
 
 
-def _trial(config: dict[str, Any], *, base: dict[str, Any], job: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class SearchJob:
+    """What every trial of one search shares (absolute paths: trials run in other folders).
+
+    Attributes:
+        data_path, fid_ref: the training split and the per-epoch FID's reference (FidRef's fields).
+        use_gpu, workers, cpus, direct: a trial's resources: GPU or CPU, DDP ranks, torch
+            threads when it trains in its own process (``direct``), else in a TorchTrainer.
+        storage, name: Ray's storage and the search's name (a TorchTrainer trial's run is
+            ``<name>-<trial id>``).
+        epochs: where every trial stops, with a checkpoint (the search's budget).
+        parent_run_id, tracking_uri, tags: the MLflow run each trial's run nests under.
+        export_dir: where a finished trial writes its final generator (the ablation).
+    """
+
+    data_path: str
+    fid_ref: dict[str, Any]
+    use_gpu: bool
+    storage: str
+    name: str
+    parent_run_id: str | None
+    tracking_uri: str
+    epochs: int
+    workers: int
+    cpus: float
+    direct: bool
+    tags: dict[str, str]
+    export_dir: str | None = None
+
+
+def _trial(config: dict[str, Any], *, base: dict[str, Any], job: SearchJob) -> None:
     """One Tune trial: a nested MLflow run, and the shared loop in this process (one worker)
     or in a TorchTrainer (several).
 
     Args:
         config: the point (keys of POINT_KEYS).
         base: the validated configuration the point is applied to.
-        job: paths, parent run, epochs and resources, the same for every trial.
+        job: what every trial of the search shares.
     """
     base_cfg = load_config(base, "trial config")
     point = {k: config[k] for k in POINT_KEYS if k in config}
-    cfg = trial_config(base_cfg, point, job["epochs"])
-    os.environ["MLFLOW_TRACKING_URI"] = job["tracking_uri"]  # the trial runs in another cwd
+    cfg = trial_config(base_cfg, point, job.epochs)
+    os.environ["MLFLOW_TRACKING_URI"] = job.tracking_uri  # the trial runs in another cwd
     trial_id = tune.get_context().get_trial_id()
     run_id = None
-    start = tune.get_checkpoint()  # a trial restored after a failure or an interruption
-    if job["parent_run_id"]:
+    restored = tune.get_checkpoint()  # a trial restored after a failure or an interruption
+    if job.parent_run_id:
         # a trial restored after an interruption continues the run it started (the epochs
         # after its checkpoint are logged again, the later value wins, as in the train stage)
-        run_id = tracking.find_run(cfg.tracking.experiment, job["parent_run_id"],
+        run_id = tracking.find_run(cfg.tracking.experiment, job.parent_run_id,
                                    "resgan.trial_id", trial_id)
         if run_id is None:
             run_id = tracking.start_run(
                 cfg.tracking.experiment, f"trial-{trial_id}", params=point,
-                parent_run_id=job["parent_run_id"],
-                tags={**job["tags"], "resgan.trial_id": trial_id})
+                parent_run_id=job.parent_run_id,
+                tags={**job.tags, "resgan.trial_id": trial_id})
     # Tune retries a failed trial (FailureConfig) from its last checkpoint: right for a
     # process the machine killed, wasted on a point that diverges (it diverges again).
     diverged = Path(tune.get_context().get_trial_dir()) / "diverged.txt"
     if diverged.exists():
         raise DivergedError(f"{diverged.read_text()} (not trained again on a retry)")
     try:
-        if job["direct"]:
-            state = _fit_here(cfg, job, run_id, start)
+        if job.direct:
+            state = _fit_here(cfg, job, run_id, restored)
         else:
             state = _fit_ray_train(cfg, job, run_id, trial_id)
     except DivergedError as exc:
         diverged.parent.mkdir(parents=True, exist_ok=True)
         diverged.write_text(str(exc))
         raise
-    if job.get("export_dir") and state:  # the ablation evaluates every trial's final G_ema
-        ckpt_io.export_generator(state, Path(job["export_dir"]) / f"{trial_id}.pt")
+    if job.export_dir and state:  # the ablation evaluates every trial's final G_ema
+        ckpt_io.export_generator(state, Path(job.export_dir) / f"{trial_id}.pt")
 
 
-def _fit_here(cfg: Config, job: dict[str, Any], run_id: str | None, start) -> dict[str, Any]:
+def _fit_here(cfg: Config, job: SearchJob, run_id: str | None, restored) -> dict[str, Any]:
     """The loop in the trial's own process, reporting to Tune (checkpoints in Tune's storage)."""
-    import torch
-
-    torch.set_num_threads(max(1, int(job["cpus"])))
-    if start is not None:
-        with start.as_directory() as d:
-            start = ckpt_io.load(d, device="cpu")
-    logger = None
-    if run_id:
-        logger = tracking.MlflowRunLogger(job["tracking_uri"], run_id)
-
-    report = reporting_to(tune.report)
-    device = "cuda" if job["use_gpu"] else "cpu"
-    return fit(cfg, data_path=job["data_path"], report=report, device=device,
-               fid_ref=FidRef(**job["fid_ref"]), start=start, logger=logger,
-               stop_epoch=job["epochs"])
+    training = TrainingJob.build(cfg, data_path=job.data_path, fid_ref=FidRef(**job.fid_ref),
+                                 run_id=run_id, tracking_uri=job.tracking_uri,
+                                 stop_epoch=job.epochs, threads=max(1, int(job.cpus)))
+    return run_job(training, report=reporting_to(tune.report), restored=restored,
+                   device="cuda" if job.use_gpu else "cpu")
 
 
-def _fit_ray_train(cfg: Config, job: dict[str, Any], run_id: str | None,
+def _fit_ray_train(cfg: Config, job: SearchJob, run_id: str | None,
                    trial_id: str) -> dict[str, Any]:
-    """A TorchTrainer of ``job["workers"]`` DDP ranks; its reports reach Tune."""
+    """A TorchTrainer of ``job.workers`` DDP ranks; its reports reach Tune."""
     trainer = make_trainer(
-        cfg, data_path=job["data_path"], fid_ref=FidRef(**job["fid_ref"]),
-        name=f"{job['name']}-{trial_id}", storage=job["storage"],
-        num_workers=job["workers"], use_gpu=job["use_gpu"],
-        cpus_per_worker=1.0 - TRIAL_CPU / job["workers"], stop_epoch=job["epochs"],
-        run_id=run_id, tracking_uri=job["tracking_uri"], callbacks=[TuneReportCallback()])
+        cfg, data_path=job.data_path, fid_ref=FidRef(**job.fid_ref),
+        name=f"{job.name}-{trial_id}", storage=job.storage,
+        num_workers=job.workers, use_gpu=job.use_gpu,
+        cpus_per_worker=1.0 - TRIAL_CPU / job.workers, stop_epoch=job.epochs,
+        run_id=run_id, tracking_uri=job.tracking_uri, callbacks=[TuneReportCallback()])
     # The driver sets the run's final status: Tune may stop us mid-fit. A wait for the
     # workers that runs out raises ResourceWaitError, which ends the whole search
     # (WaitBounds below).
@@ -355,12 +382,12 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
         raise ValueError("a trial trains in its own process with one worker only")
     reuse_actors = direct if reuse_actors is None else reuse_actors
     # Trials run in their own working directories: hand them absolute paths.
-    job = {"data_path": str(Path(data_path).resolve()), "fid_ref": vars(fid_ref.resolved()),
-           "use_gpu": use_gpu, "storage": storage_path(cfg.ray.storage_path), "name": name,
-           "parent_run_id": parent_run_id, "tracking_uri": tracking.tracking_uri(),
-           "epochs": epochs, "workers": workers, "cpus": share, "direct": direct,
-           "tags": tracking.provenance_tags(),
-           "export_dir": str(Path(export_dir).resolve()) if export_dir else None}
+    job = SearchJob(data_path=str(Path(data_path).resolve()), fid_ref=vars(fid_ref.resolved()),
+                    use_gpu=use_gpu, storage=storage_path(cfg.ray.storage_path), name=name,
+                    parent_run_id=parent_run_id, tracking_uri=tracking.tracking_uri(),
+                    epochs=epochs, workers=workers, cpus=share, direct=direct,
+                    tags=tracking.provenance_tags(),
+                    export_dir=str(Path(export_dir).resolve()) if export_dir else None)
     grid_points = math.prod(len(v["grid_search"]) for v in param_space.values()
                             if isinstance(v, dict) and "grid_search" in v)
     trainable = tune.with_resources(

@@ -118,7 +118,17 @@ def check(state: Any, where: str | Path = "checkpoint") -> dict[str, Any]:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """A checkpoint (file or its folder), loaded with ``weights_only=True`` and checked."""
+    """A checkpoint (file or its folder; a local path or a URI), loaded with
+    ``weights_only=True`` and checked."""
+    if "://" in str(path):  # remote storage (ray.storage_path on s3://, gs://, ...)
+        import pyarrow.fs
+
+        fs, where = filesystem(path)
+        if fs.get_file_info(where).type == pyarrow.fs.FileType.Directory:
+            where = f"{where.rstrip('/')}/{CKPT_FILE}"
+        with fs.open_input_stream(where) as f:
+            data = io.BytesIO(f.read())
+        return check(torch.load(data, map_location=device, weights_only=True), path)
     path = Path(path)
     if path.is_dir():
         path = path / CKPT_FILE

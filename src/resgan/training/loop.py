@@ -112,7 +112,7 @@ def build_models(cfg: Config, img_channels: int) -> tuple[Generator, Discriminat
 
 def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_size: int = 1,
         device: str | torch.device = "cpu", fid_ref: FidRef | None = None,
-        start: dict[str, Any] | None = None, logger: RunLogger | None = None,
+        from_state: dict[str, Any] | None = None, logger: RunLogger | None = None,
         stop_epoch: int | None = None) -> dict[str, Any]:
     """Train G and D for ``cfg.train.epochs`` epochs (or up to ``stop_epoch``).
 
@@ -125,7 +125,7 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
             torch.distributed process group.
         device: where this worker trains.
         fid_ref: when given, rank 0 measures FID of G_ema every epoch (metric ``fid``).
-        start: a checkpoint state to resume from: epoch, step, weights, optimizers, EMA,
+        from_state: a checkpoint state to resume from: epoch, step, weights, optimizers, EMA,
             ADA's augmentation probability (train.augment: ada-...) and every rank's RNG
             state, so that a resumed run continues exactly as an uninterrupted one would
             (with another world size the noise is reseeded).
@@ -135,7 +135,7 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
             so a run continued from it is the run that was never stopped. A Tune trial
             stops at the search's budget; the train stage continues the best one.
     Returns:
-        The final checkpoint state on rank 0 (``start`` when it is already at the end), an
+        The final checkpoint state on rank 0 (``from_state`` when it is already at the end), an
         empty dict elsewhere.
     Raises:
         DivergedError: the losses became NaN or infinite.
@@ -166,17 +166,17 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
     monitor = fid_ref.monitor(t.fid_samples, seed=t.seed, device=device) if rank == 0 and fid_ref else None
     epoch0, step, resumed_from = 0, 0, []
     torch.manual_seed(t.seed + 1000 * rank)  # different noise per rank
-    if start is not None:
-        G.load_state_dict(start["G"])
-        D.load_state_dict(start["D"])
-        G_ema.load_state_dict(start["G_ema_avg"])
-        opt_G.load_state_dict(start["opt_G"])
-        opt_D.load_state_dict(start["opt_D"])
-        epoch0, step = start["epoch"], start["step"]
-        resumed_from = [*start.get("resumed_from", []), epoch0]
-        if "augment" in start:  # ADA's p (a checkpoint without it: p starts again at 0)
-            augment.load_state_dict(start["augment"], rank)
-        rng = start.get("rng", [])
+    if from_state is not None:
+        G.load_state_dict(from_state["G"])
+        D.load_state_dict(from_state["D"])
+        G_ema.load_state_dict(from_state["G_ema_avg"])
+        opt_G.load_state_dict(from_state["opt_G"])
+        opt_D.load_state_dict(from_state["opt_D"])
+        epoch0, step = from_state["epoch"], from_state["step"]
+        resumed_from = [*from_state.get("resumed_from", []), epoch0]
+        if "augment" in from_state:  # ADA's p (a checkpoint without it: p starts again at 0)
+            augment.load_state_dict(from_state["augment"], rank)
+        rng = from_state.get("rng", [])
         if len(rng) == world_size:
             _set_rng(rng[rank], device)
         else:  # another world size: new noise streams, still seeded
@@ -202,7 +202,7 @@ def fit(cfg: Config, *, data_path: str, report: Report, rank: int = 0, world_siz
     lead = rank == 0
     z_dim = cfg.model.z_dim
     end = t.epochs if stop_epoch is None else min(stop_epoch, t.epochs)
-    state: dict[str, Any] = dict(start) if start is not None and epoch0 >= end and lead else {}
+    state: dict[str, Any] = dict(from_state) if from_state is not None and epoch0 >= end and lead else {}
     # on CPUs, the threads this process was given, or its share of the cores while other
     # trainings run on this machine (lock-step OpenMP threads must not oversubscribe them)
     with CpuShare(torch.get_num_threads(), enabled=device.type == "cpu") as share:

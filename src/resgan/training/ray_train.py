@@ -24,10 +24,10 @@ from ray.train.torch import TorchTrainer
 from resgan.runtime import ray_private
 from resgan.runtime.cluster import (WORKER_WAIT_ENV, ResourceWaitError, cluster_free, init_ray,
                                     storage_path, wait_bound)
-from resgan.config import Config, TrainConfig, check_batch_split, load_config
+from resgan.config import Config, TrainConfig, check_batch_split
 from resgan.training import checkpoint as ckpt_io
 from resgan.metrics.scoring import FidRef
-from resgan.training.loop import fit
+from resgan.training.job import TrainingJob, run_job
 
 
 def resolve_use_gpu(setting: str | bool) -> bool:
@@ -130,46 +130,17 @@ def reporting_to(ray_report: Callable[..., None], keep_in: str | None = None
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker (or, in local mode, the caller's process): rebuild the config, resume
-    from the run's newest checkpoint if any (else from ``config["start"]``, a checkpoint to
-    continue, e.g. tune's best trial), train with ``config["threads"]`` torch threads."""
-    import torch
-
-    cfg = load_config(config["cfg"], "worker config")
+    """Ray Train worker (or, in local mode, the caller's process): run ``config["job"]`` (a
+    ``TrainingJob``), resuming from the run's newest checkpoint if it has one."""
+    job = TrainingJob.from_dict(config["job"])
     _quiet_ray_reports()
-    caller_threads = torch.get_num_threads()  # local mode: this is the caller's process
-    torch.set_num_threads(max(1, int(config.get("threads", 1))))
-    try:
-        _train(config, cfg)
-    finally:
-        torch.set_num_threads(caller_threads)
-
-
-def _train(config: dict[str, Any], cfg: Config) -> None:
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    start = None
-    local = config.get("local_dir")  # local mode: the run's checkpoints are kept here
-    ck = ray.train.get_checkpoint()
-    if local and (kept := ckpt_io.newest(local)):
-        ck = Checkpoint(kept)
-    if ck is None and config.get("start"):
-        ck = Checkpoint(config["start"])
-    if ck is not None:
-        with ck.as_directory() as d:
-            start = ckpt_io.load(d, device="cpu")
-    logger = None
-    if rank == 0 and config.get("run_id"):
-        from resgan.tracking import MlflowRunLogger
-
-        logger = MlflowRunLogger(config["tracking_uri"], config["run_id"])
-
-    report = reporting_to(ray.train.report, keep_in=local)
-    fid_ref = FidRef(**config["fid_ref"]) if config.get("fid_ref") else None
-    fit(cfg, data_path=config["data_path"], report=report, rank=rank, world_size=world,
-        device=device, fid_ref=fid_ref, start=start, logger=logger,
-        stop_epoch=config.get("stop_epoch"))
+    restored = ray.train.get_checkpoint()
+    if job.keep_dir and (kept := ckpt_io.newest(job.keep_dir)):  # local mode's own checkpoints
+        restored = Checkpoint(kept)
+    run_job(job, report=reporting_to(ray.train.report, keep_in=job.keep_dir), restored=restored,
+            rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
+            device=ray.train.torch.get_device())
 
 
 def fit_tracked(trainer: TorchTrainer, run_id: str) -> tuple[dict[str, Any], float]:
@@ -195,8 +166,8 @@ def make_trainer(cfg: Config, *, data_path: str, fid_ref: FidRef | None, name: s
                  storage: str, num_workers: int, use_gpu: bool, run_id: str | None = None,
                  tracking_uri: str | None = None, callbacks: list | None = None,
                  max_failures: int = 0, cpus_per_worker: float = 1.0,
-                 start: str | None = None, stop_epoch: int | None = None) -> TorchTrainer:
-    """A TorchTrainer running ``train_loop_per_worker`` with ``num_workers`` DDP ranks,
+                 from_checkpoint: str | None = None, stop_epoch: int | None = None) -> TorchTrainer:
+    """A TorchTrainer running the ``TrainingJob`` of ``cfg`` with ``num_workers`` DDP ranks,
     each with ``cpus_per_worker`` CPUs and as many torch threads; with ``num_workers`` 0, in
     Ray Train's local mode (see ``place``), keeping its checkpoints where Ray Train would
     (``<storage>/<name>/checkpoint_<epoch>``) and resuming from the newest of them. Local
@@ -204,26 +175,19 @@ def make_trainer(cfg: Config, *, data_path: str, fid_ref: FidRef | None, name: s
     resumes.
 
     Args:
-        start: a checkpoint (directory or URI) to continue when the run has none of its own.
-        stop_epoch: see ``resgan.training.loop.fit``.
+        from_checkpoint, stop_epoch, run_id, tracking_uri: see ``TrainingJob``.
     """
     check_batch_split(cfg.train.batch_size, num_workers, "the Ray Train workers")  # e.g. auto's count
-    config = {
-        "cfg": cfg.model_dump(mode="json"),
-        "data_path": str(Path(data_path).resolve()),
-        "fid_ref": None if fid_ref is None else vars(fid_ref.resolved()),
-        "run_id": run_id,
-        "tracking_uri": tracking_uri,
-        "threads": max(1, int(cpus_per_worker)),
-        "start": start,
-        "stop_epoch": stop_epoch,
-        "local_dir": None if num_workers else f"{storage_path(storage).rstrip('/')}/{name}",
-    }
+    job = TrainingJob.build(
+        cfg, data_path=data_path, fid_ref=fid_ref, run_id=run_id, tracking_uri=tracking_uri,
+        from_checkpoint=from_checkpoint, stop_epoch=stop_epoch,
+        threads=max(1, int(cpus_per_worker)),
+        keep_dir=None if num_workers else f"{storage_path(storage).rstrip('/')}/{name}")
     if not num_workers:  # before ScalingConfig(num_workers=0) announces local mode
         _quiet_ray_reports()
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=config,
+        train_loop_config={"job": job.to_dict()},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus_per_worker})
         if num_workers else ScalingConfig(num_workers=0),

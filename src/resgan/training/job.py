@@ -1,0 +1,100 @@
+"""One training, described once: ``TrainingJob``, and ``run_job``, the one way to run it.
+
+A stage (or a Tune trial) builds the job; a Ray Train worker, Ray Train's local mode and a
+trial that trains in its own process all run it through ``run_job``. The job holds plain
+values only, with absolute paths, so it crosses Ray's process boundary as a dict
+(``to_dict`` / ``from_dict``) and means the same on every node. Ray-free: the caller hands
+over Ray's checkpoint of the run and its report function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from resgan.config import Config, load_config
+from resgan.metrics.scoring import FidRef
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What one training needs, whoever runs it.
+
+    Attributes:
+        config: the validated configuration (``Config.model_dump(mode="json")``).
+        data_path: the training split (``.npz``), absolute.
+        fid_ref: what the per-epoch FID is measured against (``FidRef``'s fields, absolute
+            paths); None: no monitoring FID.
+        run_id: the MLflow run rank 0 logs to (None: none), in the store at ``tracking_uri``.
+        tracking_uri: that store.
+        from_checkpoint: a checkpoint folder or URI to continue when the run has none of its
+            own (e.g. tune's best trial, continued by the train stage).
+        stop_epoch: stop at this epoch, with a checkpoint (None: at ``train.epochs``).
+        threads: torch threads of each worker.
+        keep_dir: Ray Train's local mode only: where the run keeps its checkpoints (Ray Train
+            keeps none in local mode), and resumes from the newest of them.
+    """
+
+    config: dict[str, Any]
+    data_path: str
+    fid_ref: dict[str, Any] | None = None
+    run_id: str | None = None
+    tracking_uri: str | None = None
+    from_checkpoint: str | None = None
+    stop_epoch: int | None = None
+    threads: int = 1
+    keep_dir: str | None = None
+
+    @classmethod
+    def build(cls, cfg: Config, *, data_path: str | Path, fid_ref: FidRef | None,
+              **rest: Any) -> "TrainingJob":
+        """The job of ``cfg`` on ``data_path``, paths made absolute; ``rest``: the other fields."""
+        return cls(config=cfg.model_dump(mode="json"), data_path=str(Path(data_path).resolve()),
+                   fid_ref=None if fid_ref is None else vars(fid_ref.resolved()), **rest)
+
+    def cfg(self) -> Config:
+        return load_config(self.config, "training job")
+
+    def reference(self) -> FidRef | None:
+        return None if self.fid_ref is None else FidRef(**self.fid_ref)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainingJob":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def run_job(job: TrainingJob, *, report: Callable[[dict[str, float], dict | None], None],
+            restored: Any = None, rank: int = 0, world_size: int = 1,
+            device: Any = "cpu") -> dict[str, Any]:
+    """Train ``job`` on this worker: from ``restored`` (Ray's checkpoint of this run, after a
+    restart or an interruption) if given, else from ``job.from_checkpoint`` if set, else
+    from scratch; rank 0 logs to the job's MLflow run. Returns the final checkpoint state."""
+    import torch
+
+    from resgan.training import checkpoint as ckpt_io
+    from resgan.training.loop import fit
+
+    from_state = None
+    if restored is not None:
+        with restored.as_directory() as d:
+            from_state = ckpt_io.load(d, device="cpu")
+    elif job.from_checkpoint:
+        from_state = ckpt_io.load(job.from_checkpoint, device="cpu")
+    logger = None
+    if rank == 0 and job.run_id:
+        from resgan.tracking import MlflowRunLogger
+
+        logger = MlflowRunLogger(job.tracking_uri, job.run_id)
+    caller_threads = torch.get_num_threads()  # local mode and trials: the caller's process
+    torch.set_num_threads(max(1, int(job.threads)))
+    try:
+        return fit(job.cfg(), data_path=job.data_path, report=report, rank=rank,
+                   world_size=world_size, device=device, fid_ref=job.reference(),
+                   from_state=from_state, logger=logger, stop_epoch=job.stop_epoch)
+    finally:
+        torch.set_num_threads(caller_threads)
