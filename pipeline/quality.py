@@ -31,7 +31,7 @@ from resgan.console import follow_epochs, say
 from resgan.metrics.scoring import fid_name
 
 
-def main() -> str:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default=PARAMS, help="parameter file (default: %(default)s)")
@@ -43,49 +43,29 @@ def main() -> str:
                     help="report folder (default: %(default)s)")
     ap.add_argument("--generators", default="studies/quality/outputs/generators",
                     help="where the plain network's generator is kept (default: %(default)s)")
-    args = ap.parse_args()
-    cfg = read_params(args.params)
-    e = cfg.eval
-    for need, how in ((f"{args.trained}/generator.pt", "make run"), (args.ablation, "make ablation")):
-        if not Path(need).exists():
-            raise ConfigError(f"{need} not found: run `{how}` first")
-    import numpy as np
-    import torch
-    from torchvision.utils import save_image
+    return ap.parse_args()
 
+
+def _contenders(args, champ_cfg) -> dict[str, tuple]:
+    """label -> (config, what it is), each trained for the champion's images seen: the best
+    plain depth of the ablation with the champion's own configuration (does the residual
+    champion beat the same search's plain network?), and the ablation's best cell as the
+    ablation trained it (would the ablation's pick, trained as long, beat the search's?)."""
     from resgan.ablation import best_cell, best_plain
-    from resgan.data import images_per_epoch, load_split
-    from resgan.machine import describe
-    from resgan.metrics.fid import ratio_band
-    from resgan.metrics.scoring import Scorer, features_dir
-    from resgan.nets import sample
-    from resgan.training import checkpoint as ckpt_io
-    from resgan.training.ray_train import fit_tracked, make_trainer, place
 
-    champ_state = ckpt_io.load(f"{args.trained}/generator.pt")
-    champ_cfg = load_config(champ_state["config"], "champion config")
     ablation = read_json(args.ablation)
     if "config" not in ablation:
         raise ConfigError(f"{args.ablation} does not record the configuration its cells "
-                         f"started from (written by an older `make ablation`): run it again")
+                          f"started from (written by an older `make ablation`): run it again")
     for key in ("dataset", "resolution"):  # its cells must have seen the champion's data
         theirs, ours = ablation["config"]["data"][key], getattr(champ_cfg.data, key)
         if theirs != ours:
             raise ConfigError(f"{args.ablation} was trained with data.{key} {theirs}, the "
-                             f"champion with {ours}: run `make ablation` on this data first")
-    prep = read_json(f"{args.prepared}/metrics.json")
-    def images_seen(c) -> int:
-        return images_per_epoch(prep["stats_samples"], c.train.batch_size) * c.train.epochs
-
-    images = images_seen(champ_cfg)  # what the champion saw
-    # The contenders, each trained for the champion's images seen: the best plain depth of
-    # the ablation with the champion's own configuration (does the residual champion beat
-    # the same search's plain network?), and the ablation's best cell as the ablation
-    # trained it (would the ablation's pick, trained as long, beat the search's?).
+                              f"champion with {ours}: run `make ablation` on this data first")
     depth = best_plain(args.ablation)
     cell = best_cell(args.ablation)
     cell_cfg = load_config(ablation["config"], f"{args.ablation} config")
-    contenders = {
+    return {
         "plain": (replace(champ_cfg, model={"depth": depth, "residual": False}),
                   f"the best plain depth of the ablation ({depth}) with the champion's configuration"),
         "ablation-best": (replace(cell_cfg, model={"depth": cell.depth, "residual": cell.residual},
@@ -97,7 +77,15 @@ def main() -> str:
                           f"FID {cell.fid_mean:.2f} after its {ablation['settings']['images seen per network']} "
                           f"images) with the ablation's configuration"),
     }
-    states, notes, run_ids = {"champion": champ_state}, [], {}
+
+
+def _train(cfg, args, contenders) -> tuple[dict, list[str], dict[str, str]]:
+    """Train every contender through the pipeline's Ray Train loop, each in an MLflow run.
+    Returns (label -> final state, one note per contender, label -> MLflow run id)."""
+    from resgan.training import checkpoint as ckpt_io
+    from resgan.training.ray_train import fit_tracked, make_trainer, place
+
+    states, notes, run_ids = {}, [], {}
     for label, (c_cfg, what) in contenders.items():
         t = c_cfg.train
         where = place(t)
@@ -107,7 +95,7 @@ def main() -> str:
         say(f"quality: training {what}: {t.epochs} epochs, loss {t.loss}, lr_g {t.lr_g:.2e}, "
             f"lr_d {t.lr_d:.2e}; MLflow run {run_id}")
         trainer = make_trainer(
-            c_cfg, data_path=f"{args.prepared}/train.npz", fid_ref=monitor_ref(args.prepared, e),
+            c_cfg, data_path=f"{args.prepared}/train.npz", fid_ref=monitor_ref(args.prepared, cfg.eval),
             name=f"quality-{label}-{time.strftime('%Y%m%d-%H%M%S')}", storage=cfg.ray.storage_path,
             num_workers=where.workers, cpus_per_worker=where.cpus, use_gpu=where.use_gpu,
             run_id=run_id, tracking_uri=tracking.tracking_uri())
@@ -118,11 +106,28 @@ def main() -> str:
         notes.append(f"- {label}: {what} (loss {t.loss}, lr_g {t.lr_g:.2e}, lr_d {t.lr_d:.2e}, "
                      f"{t.epochs} epochs, batch {t.batch_size}, seed {t.seed}, {where}), "
                      f"trained in {seconds / 60:.1f} min")
+    return states, notes, run_ids
+
+
+def _images_seen(prep: dict, c) -> int:
+    from resgan.data import images_per_epoch
+
+    return images_per_epoch(prep["stats_samples"], c.train.batch_size) * c.train.epochs
+
+
+def _score(e, args, prep: dict, states: dict, out: Path) -> list[dict]:
+    """Every network scored as the evaluate stage scores, at the held-out count and at
+    eval.num_samples, with a sample grid of each and of real held-out images."""
+    import torch
+    from torchvision.utils import save_image
+
+    from resgan.data import load_split
+    from resgan.metrics.scoring import Scorer
+    from resgan.nets import sample
+    from resgan.training import checkpoint as ckpt_io
 
     n_floor = prep["floor_samples"]
-    scorer = Scorer.from_eval(args.prepared, e)  # as the evaluate stage scores
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    scorer = Scorer.from_eval(args.prepared, e)
     rows = []
     for label, state in states.items():
         G = ckpt_io.generator_from(state)
@@ -131,15 +136,25 @@ def main() -> str:
         fid_n = scorer.score(G, fid_only=True).fid
         rows.append({"model": label, "depth": c.model.depth, "residual": c.model.residual,
                      "lr": f"{c.train.lr_g:.2e} / {c.train.lr_d:.2e}",
-                     "images": images_seen(c), "fid_floor_n": fid_floor_n, "fid_n": fid_n,
+                     "images": _images_seen(prep, c), "fid_floor_n": fid_floor_n, "fid_n": fid_n,
                      "ratio": fid_floor_n / prep["fid_copier"]})
         save_image(sample(G, 64, seed=e.seed), out / f"samples-{label}.png", nrow=8,
                    normalize=True, value_range=(-1, 1))
-    assert all(r["images"] == images for r in rows), rows
     x, _ = load_split(f"{args.prepared}/test.npz")
     save_image(x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:64]],
                out / "samples-real.png", nrow=8, normalize=True, value_range=(-1, 1))
+    return rows
 
+
+def _report(cfg, args, prep: dict, rows: list[dict], notes: list[str], contenders) -> list[str]:
+    """quality.md's lines: the set-up, the table against the references, the grids."""
+    import numpy as np
+
+    from resgan.machine import describe
+    from resgan.metrics.fid import ratio_band
+    from resgan.metrics.scoring import features_dir
+
+    e, n_floor = cfg.eval, prep["floor_samples"]
     by = {r["model"]: r for r in rows}
     champ = by["champion"]
     lines = [
@@ -155,7 +170,7 @@ def main() -> str:
         f"seeds {e.seed}-{e.seed + e.repeats - 1} (means); at {n_floor} samples (the held-out "
         f"count, so that the references and the models are compared at the same sample count) "
         f"and at {e.num_samples} samples",
-        f"- every network saw the champion's {images:,} images",
+        f"- every network saw the champion's {champ['images']:,} images",
         *notes,
         "",
         f"| | depth | shortcuts | lr_g / lr_d | images seen | FID @ {n_floor} | × copier | FID @ {e.num_samples} |",
@@ -183,8 +198,32 @@ def main() -> str:
               "| :---: | :---: | " + " | ".join(":---:" for _ in contenders) + " |",
               "| ![real](samples-real.png) | ![champion](samples-champion.png) | "
               + " | ".join(f"![{k}](samples-{k}.png)" for k in contenders) + " |", ""]
+    return lines
+
+
+def main() -> str:
+    args = _args()
+    cfg = read_params(args.params)
+    e = cfg.eval
+    for need, how in ((f"{args.trained}/generator.pt", "make run"), (args.ablation, "make ablation")):
+        if not Path(need).exists():
+            raise ConfigError(f"{need} not found: run `{how}` first")
+    from resgan.training import checkpoint as ckpt_io
+
+    champ_state = ckpt_io.load(f"{args.trained}/generator.pt")
+    champ_cfg = load_config(champ_state["config"], "champion config")
+    contenders = _contenders(args, champ_cfg)
+    prep = read_json(f"{args.prepared}/metrics.json")
+    trained, notes, run_ids = _train(cfg, args, contenders)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = _score(e, args, prep, {"champion": champ_state, **trained}, out)
+    assert len({r["images"] for r in rows}) == 1, rows  # all at the champion's images seen
+    lines = _report(cfg, args, prep, rows, notes, contenders)
     (out / "quality.md").write_text("\n".join(lines))
+    by = {r["model"]: r for r in rows}
     c = tracking.client()
+    n_floor = prep["floor_samples"]
     for label, run_id in run_ids.items():
         c.log_metric(run_id, fid_name(e.features, n_floor), by[label]["fid_floor_n"])
         c.log_metric(run_id, fid_name(e.features, e.num_samples), by[label]["fid_n"])
