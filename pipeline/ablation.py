@@ -82,7 +82,7 @@ def _command() -> str:
     return "python pipeline/ablation.py " + " ".join(map(shlex.quote, sys.argv[1:]))
 
 
-def main() -> str:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default=PARAMS, help="parameter file (default: %(default)s)")
@@ -99,14 +99,13 @@ def main() -> str:
                     help="report this run's cells together with an earlier run's ablation.json "
                          "(same data, fixed settings, images seen and FID): its cells that this "
                          "run trains again are replaced, e.g. to add augment rows to the depth study")
-    args = ap.parse_args()
-    if args.render:
-        res = json.loads(Path(args.render).read_text())
-        paths = write_report(args.out, [Cell(**c) for c in res["cells"]], res["settings"],
-                             res.get("config"))
-        return f"report re-written from {args.render}: {paths['md']}"
+    return ap.parse_args()
+
+
+def _config(args):
+    """params.yaml with tune's values for the searched keys besides the grid's, checked
+    against the prepared data before any work."""
     cfg = read_params(args.params)
-    a, e = cfg.ablation, cfg.eval
     if tuned := [k for k in cfg.searched() if k not in ("depth", "residual")]:
         if not Path(args.best).exists():
             raise ConfigError(f"{', '.join(tuned)} are set to 'tune': the ablation trains with "
@@ -116,19 +115,90 @@ def main() -> str:
     if not Path(f"{args.prepared}/train.npz").exists():
         raise ConfigError(f"{args.prepared}/train.npz not found: run `dvc repro prepare` first")
     require_batch_fits(cfg, args.prepared)
-    comparable = _comparable_settings(cfg, read_json(f"{args.prepared}/metrics.json"))
-    earlier = _earlier_cells(args.merge, comparable) if args.merge else []
+    return cfg
+
+
+def _train_cells(cfg, args, parent: str, use_gpu: bool) -> dict[str, list]:
+    """One Tune grid per augment policy, each with train.augment set (a trial's point sets
+    only model keys and the seed). Returns policy -> its trial rows."""
+    from resgan.tuning import grid, run_trials  # imports Ray
+
+    a = cfg.ablation
+    augmented = a.augment != ["none"]
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    return {policy: run_trials(
+        replace(cfg, train={"augment": policy}),
+        grid(depth=a.depths, residual=a.residual, seed=a.seeds),
+        num_samples=1, epochs=a.epochs, scheduler=None, workers=a.workers_per_trial,
+        max_concurrent=a.max_concurrent, seed=0, data_path=f"{args.prepared}/train.npz",
+        fid_ref=monitor_ref(args.prepared, cfg.eval), use_gpu=use_gpu, parent_run_id=parent,
+        name=f"ablation-{stamp}" + (f"-{_slug(policy)}" if augmented else ""),
+        export_dir=args.generators) for policy in a.augment}
+
+
+def _score_cells(cfg, args, parent: str, runs: dict[str, list]) -> list[Cell]:
+    """Every final G_ema scored exactly as the evaluate stage scores the pipeline's (FID
+    only), logged to its trial's MLflow run."""
     from resgan.metrics.scoring import Scorer
     from resgan.training import checkpoint as ckpt_io
+
+    e = cfg.eval
+    key = fid_name(e.features, e.num_samples)
+    scorer = Scorer.from_eval(args.prepared, e)
+    c = tracking.client()
+    trial_runs = {r.data.tags.get("resgan.trial_id"): r.info.run_id for r in c.search_runs(
+        [tracking.experiment_id(cfg.tracking.experiment)],
+        filter_string=f"tags.mlflow.parentRunId = '{parent}'")}
+    cells = []
+    for policy, r in ((p, r) for p, rows in runs.items() for r in rows):
+        path = Path(args.generators) / f"{r.trial_id}.pt"
+        fid = fid_sd = float("nan")
+        if r.status == "finished" and path.exists():
+            score = scorer.score(ckpt_io.generator_from(ckpt_io.load(path)), fid_only=True)
+            fid, fid_sd = score.fid, score.fid_std
+            if r.trial_id in trial_runs:
+                c.log_metric(trial_runs[r.trial_id], key, fid)
+        cells.append(Cell(depth=r.point["depth"], residual=r.point["residual"],
+                          seed=r.point["seed"], fid=fid, images_per_s=r.images_per_s,
+                          status=r.status if path.exists() else "failed", augment=policy,
+                          fid_sd=fid_sd))
+    return cells
+
+
+def _log_summary(cfg, parent: str, cells: list[Cell], paths: dict, seconds: float) -> None:
+    """The report as artifacts of the ablation's MLflow run, each row's mean as a metric."""
+    e, augmented = cfg.eval, cfg.ablation.augment != ["none"]
+    key = fid_name(e.features, e.num_samples)
+    c = tracking.client()
+    for p in paths.values():
+        c.log_artifact(parent, str(p), artifact_path="ablation")
+    for s in summarise(cells):
+        tag = f"depth{s.depth}_{'residual' if s.residual else 'plain'}"
+        tag += f"_{_slug(s.augment)}" if augmented else ""
+        c.log_metric(parent, f"{key}_mean_{tag}", s.fid_mean)
+        c.log_metric(parent, f"images_per_s_{tag}", s.ips_mean)
+    c.log_metric(parent, "ablation_seconds", seconds)
+
+
+def main() -> str:
+    args = _args()
+    if args.render:
+        res = json.loads(Path(args.render).read_text())
+        paths = write_report(args.out, [Cell(**c) for c in res["cells"]], res["settings"],
+                             res.get("config"))
+        return f"report re-written from {args.render}: {paths['md']}"
+    cfg = _config(args)
+    a, e = cfg.ablation, cfg.eval
+    comparable = _comparable_settings(cfg, read_json(f"{args.prepared}/metrics.json"))
+    earlier = _earlier_cells(args.merge, comparable) if args.merge else []
+    from resgan.machine import describe
+    from resgan.runtime.cluster import init_ray  # after validation: imports Ray
     from resgan.training.ray_train import resolve_use_gpu
-    from resgan.runtime.cluster import init_ray
-    from resgan.tuning import grid, run_trials  # after validation: imports Ray
 
     init_ray()
     use_gpu = resolve_use_gpu(cfg.train.use_gpu)
     n_cells = len(a.depths) * len(a.residual) * len(a.seeds) * len(a.augment)
     augmented = a.augment != ["none"]  # the augment axis shows only when it is one
-    key = fid_name(e.features, e.num_samples)
     parent = tracking.start_run(cfg.tracking.experiment, "ablation", params={
         "ablation": a.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json"),
         "model": cfg.model.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json"),
@@ -138,47 +208,13 @@ def main() -> str:
         f"), {a.epochs} epochs each, MLflow run {parent}")
     t0 = time.perf_counter()
     try:
-        # One Tune grid per augment policy, each with train.augment set (a trial's point
-        # sets only model keys and the seed); policy -> its rows.
-        stamp = time.strftime('%Y%m%d-%H%M%S')
-        runs = {}
-        for policy in a.augment:
-            runs[policy] = run_trials(
-                replace(cfg, train={"augment": policy}),
-                grid(depth=a.depths, residual=a.residual, seed=a.seeds),
-                num_samples=1, epochs=a.epochs, scheduler=None, workers=a.workers_per_trial,
-                max_concurrent=a.max_concurrent, seed=0, data_path=f"{args.prepared}/train.npz",
-                fid_ref=monitor_ref(args.prepared, e), use_gpu=use_gpu, parent_run_id=parent,
-                name=f"ablation-{stamp}" + (f"-{_slug(policy)}" if augmented else ""),
-                export_dir=args.generators)
+        runs = _train_cells(cfg, args, parent, use_gpu)
         train_seconds = time.perf_counter() - t0
-
-        # Score every final G_ema exactly as the evaluate stage scores the pipeline's.
-        scorer = Scorer.from_eval(args.prepared, e)
-        c = tracking.client()
-        trial_runs = {r.data.tags.get("resgan.trial_id"): r.info.run_id for r in c.search_runs(
-            [tracking.experiment_id(cfg.tracking.experiment)],
-            filter_string=f"tags.mlflow.parentRunId = '{parent}'")}
-        cells = []
-        for policy, r in ((p, r) for p, rows in runs.items() for r in rows):
-            path = Path(args.generators) / f"{r.trial_id}.pt"
-            fid = fid_sd = float("nan")
-            if r.status == "finished" and path.exists():
-                G = ckpt_io.generator_from(ckpt_io.load(path))
-                score = scorer.score(G, fid_only=True)  # the report is FID only
-                fid, fid_sd = score.fid, score.fid_std
-                if r.trial_id in trial_runs:
-                    c.log_metric(trial_runs[r.trial_id], key, fid)
-            cells.append(Cell(depth=r.point["depth"], residual=r.point["residual"],
-                              seed=r.point["seed"], fid=fid, images_per_s=r.images_per_s,
-                              status=r.status if path.exists() else "failed", augment=policy,
-                              fid_sd=fid_sd))
+        cells = _score_cells(cfg, args, parent, runs)
     except BaseException:
         tracking.end_run(parent, "FAILED")
         raise
     seconds = time.perf_counter() - t0
-    from resgan.machine import describe
-
     settings = {
         "machine": describe(),
         **comparable,
@@ -196,14 +232,7 @@ def main() -> str:
                              f"(the same settings above; its machine and wall time may differ)")
         cells = kept + cells
     paths = write_report(args.out, cells, settings, cfg.model_dump(mode="json"))
-    for p in paths.values():
-        c.log_artifact(parent, str(p), artifact_path="ablation")
-    for s in summarise(cells):
-        tag = f"depth{s.depth}_{'residual' if s.residual else 'plain'}"
-        tag += f"_{_slug(s.augment)}" if augmented else ""
-        c.log_metric(parent, f"{key}_mean_{tag}", s.fid_mean)
-        c.log_metric(parent, f"images_per_s_{tag}", s.ips_mean)
-    c.log_metric(parent, "ablation_seconds", seconds)
+    _log_summary(cfg, parent, cells, paths, seconds)
     tracking.end_run(parent)
     table = paths["md"].read_text().split("## FID per cell")[1].split("\n## ")[0]  # that section
     return f"{n_cells} networks in {seconds / 60:.1f} min; report {paths['md']}\n{table.strip()}"
