@@ -213,38 +213,13 @@ def augment_comparison(cells: list[Cell]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_report(out: str | Path, cells: list[Cell], settings: dict[str, Any],
-                 config: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Write ablation.md (table), ablation.png (FID against depth) and ablation.json.
-
-    Args:
-        out: the report folder (docs/ by default).
-        cells: every trained network.
-        settings: what was held fixed and how it ran (printed in the report as given).
-        config: the configuration every cell started from (ablation.json only), so that a
-            cell can be trained again as the ablation trained it (``make quality``).
-    Returns:
-        The paths written, by kind (md, png, json).
-    """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    summaries = summarise(cells)
-    comp = comparisons(cells)
-    fid_key = settings["fid_name"]
-    aug = _augmented(cells)  # an augment column and section only when the grid has the axis
+def _cell_table(summaries: list, settings: dict[str, Any], aug: bool) -> list[str]:
+    """The report's "FID per cell" section."""
     col, sep = ("augment | ", ":--- | ") if aug else ("", "")
     lines = [
-        "# Do residual blocks, and how many, make GANs better?",
-        "",
-        "Written by `pipeline/ablation.py` (the command is in the set-up); the numbers below are as measured.",
-        "",
-        "## Set-up",
-        "",
-        *[f"- {k}: {v}" for k, v in settings.items()],
-        "",
         "## FID per cell",
         "",
-        f"FID (`{fid_key}`) of the final G_ema; lower is better. **FID**: mean over the training "
+        f"FID (`{settings['fid_name']}`) of the final G_ema; lower is better. **FID**: mean over the training "
         "seeds ± its standard error (SE = SD / √seeds). **SD seeds**: the standard deviation "
         "between networks trained on different seeds. **SD sampling**: the noise of scoring one "
         "network (its SD over the evaluate stage's sample seeds, the mean over the cell's "
@@ -261,48 +236,102 @@ def write_report(out: str | Path, cells: list[Cell], settings: dict[str, Any],
         lines.append(f"| {s.depth} | {'residual' if s.residual else 'plain'} | {policy}"
                      f"{_pm(s.fid_mean, s.fid_se, 2)} | {_num(s.fid_std)} | "
                      f"{_num(s.fid_sample_sd)} | {_pm(s.ips_mean, s.ips_std, 0)} | {seeds} |")
-    if comp:
-        lines += ["", "## Which differences are real", "",
-                  "Each row compares two cells over their training seeds: the ratio of their "
-                  "geometric-mean FIDs (above 1: the first is better) with its 95 % interval and "
-                  "the two-sided p-value of Welch's t-test on log FID (FIDs of seeds spread by "
-                  "factors, not by points). **Reading**: *real* when the difference survives "
-                  f"Holm's correction over all {len(comp)} rows at a family-wise error rate of "
-                  f"{ALPHA:.0%} (simulated with normal noise on log FID: at most that, see "
-                  "tests/test_ablation.py), else *within the noise*. Wins: of all seed pairs, "
-                  "how many have the lower FID on the first side. With 3 seeds a side only a "
-                  "large, consistent effect can be read as real.", "",
-                  f"| compared | {col}FID | against | FID | ratio (95 % CI) | p | wins | reading |",
-                  f"| :--- | {sep}---: | :--- | ---: | ---: | ---: | ---: | :--- |"]
-        for c in comp:
-            policy = f"{c['augment']} | " if aug else ""
-            what = (f"depth {c['depth']}, residual" if c["kind"] == "shortcuts" else
-                    f"depth {c['depth']}, {'residual' if c['residual'] else 'plain'}")
-            against = (f"depth {c['depth']}, plain" if c["kind"] == "shortcuts" else
-                       f"{c['against']}, {'residual' if c['residual'] else 'plain'}")
-            lines.append(f"| {what} | {policy}{c['fid']:.2f} | {against} | {c['fid_against']:.2f} | "
-                         f"{c['ratio']:.2f} ({_num(c['ratio_low'])}–{_num(c['ratio_high'])}) | "
-                         f"{_p(c['p_value'])} | {c['wins']:g} of {c['pairs']} | "
-                         f"{_reading(c)} |")
-    aug_comp = augment_comparison(cells) if aug else []
-    if aug_comp:
-        lines += ["", "## Augmentation against none, per cell", "",
-                  "Differentiable augmentation of D's inputs (`train.augment`, see "
-                  "`resgan.augment`): the same depth and shortcuts, with and without it.", "",
-                  "| depth | shortcuts | augment | FID | FID none | × none | augmented lower in | reading |",
-                  "| ---: | :--- | :--- | ---: | ---: | ---: | ---: | :--- |"]
-        for c in aug_comp:
-            lines.append(f"| {c['depth']} | {'residual' if c['residual'] else 'plain'} | "
-                         f"{c['augment']} | {c['fid_augment']:.2f} | {c['fid_none']:.2f} | "
-                         f"{c['ratio']:.2f} | {c['augment_wins']:g} of {c['pairs']} seed pairs | "
-                         f"{c['verdict']} |")
-    lines += ["", "![FID against depth](ablation.png)", "", "## Every run", "",
-              f"| depth | shortcuts | {col}seed | FID | SD sampling | images/s | status |",
-              f"| ---: | :--- | {sep}---: | ---: | ---: | ---: | :--- |"]
+    return lines
+
+
+def _comparison_table(comp: list[dict], aug: bool) -> list[str]:
+    """The report's "Which differences are real" section (none without comparisons)."""
+    if not comp:
+        return []
+    col, sep = ("augment | ", ":--- | ") if aug else ("", "")
+    lines = ["", "## Which differences are real", "",
+             "Each row compares two cells over their training seeds: the ratio of their "
+             "geometric-mean FIDs (above 1: the first is better) with its 95 % interval and "
+             "the two-sided p-value of Welch's t-test on log FID (FIDs of seeds spread by "
+             "factors, not by points). **Reading**: *real* when the difference survives "
+             f"Holm's correction over all {len(comp)} rows at a family-wise error rate of "
+             f"{ALPHA:.0%} (simulated with normal noise on log FID: at most that, see "
+             "tests/test_ablation.py), else *within the noise*. Wins: of all seed pairs, "
+             "how many have the lower FID on the first side. With 3 seeds a side only a "
+             "large, consistent effect can be read as real.", "",
+             f"| compared | {col}FID | against | FID | ratio (95 % CI) | p | wins | reading |",
+             f"| :--- | {sep}---: | :--- | ---: | ---: | ---: | ---: | :--- |"]
+    for c in comp:
+        policy = f"{c['augment']} | " if aug else ""
+        what = (f"depth {c['depth']}, residual" if c["kind"] == "shortcuts" else
+                f"depth {c['depth']}, {'residual' if c['residual'] else 'plain'}")
+        against = (f"depth {c['depth']}, plain" if c["kind"] == "shortcuts" else
+                   f"{c['against']}, {'residual' if c['residual'] else 'plain'}")
+        lines.append(f"| {what} | {policy}{c['fid']:.2f} | {against} | {c['fid_against']:.2f} | "
+                     f"{c['ratio']:.2f} ({_num(c['ratio_low'])}–{_num(c['ratio_high'])}) | "
+                     f"{_p(c['p_value'])} | {c['wins']:g} of {c['pairs']} | "
+                     f"{_reading(c)} |")
+    return lines
+
+
+def _augment_table(aug_comp: list[dict]) -> list[str]:
+    """The report's "Augmentation against none" section (none without that axis)."""
+    if not aug_comp:
+        return []
+    lines = ["", "## Augmentation against none, per cell", "",
+             "Differentiable augmentation of D's inputs (`train.augment`, see "
+             "`resgan.augment`): the same depth and shortcuts, with and without it.", "",
+             "| depth | shortcuts | augment | FID | FID none | × none | augmented lower in | reading |",
+             "| ---: | :--- | :--- | ---: | ---: | ---: | ---: | :--- |"]
+    for c in aug_comp:
+        lines.append(f"| {c['depth']} | {'residual' if c['residual'] else 'plain'} | "
+                     f"{c['augment']} | {c['fid_augment']:.2f} | {c['fid_none']:.2f} | "
+                     f"{c['ratio']:.2f} | {c['augment_wins']:g} of {c['pairs']} seed pairs | "
+                     f"{c['verdict']} |")
+    return lines
+
+
+def _run_table(cells: list[Cell], aug: bool) -> list[str]:
+    """The report's "Every run" section, with the plot above it."""
+    col, sep = ("augment | ", ":--- | ") if aug else ("", "")
+    lines = ["", "![FID against depth](ablation.png)", "", "## Every run", "",
+             f"| depth | shortcuts | {col}seed | FID | SD sampling | images/s | status |",
+             f"| ---: | :--- | {sep}---: | ---: | ---: | ---: | :--- |"]
     for c in sorted(cells, key=lambda c: (c.depth, not c.residual, _policy_key(c.augment), c.seed)):
         policy = f"{c.augment} | " if aug else ""
         lines.append(f"| {c.depth} | {'residual' if c.residual else 'plain'} | {policy}{c.seed} | "
                      f"{c.fid:.3f} | {_num(c.fid_sd, 3)} | {c.images_per_s:.0f} | {c.status} |")
+    return lines
+
+
+def write_report(out: str | Path, cells: list[Cell], settings: dict[str, Any],
+                 config: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write ablation.md (table), ablation.png (FID against depth) and ablation.json.
+
+    Args:
+        out: the report folder.
+        cells: every trained network.
+        settings: what was held fixed and how it ran (printed in the report as given).
+        config: the configuration every cell started from (ablation.json only), so that a
+            cell can be trained again as the ablation trained it (``make quality``).
+    Returns:
+        The paths written, by kind (md, png, json).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = summarise(cells)
+    comp = comparisons(cells)
+    aug = _augmented(cells)  # an augment column and section only when the grid has the axis
+    aug_comp = augment_comparison(cells) if aug else []
+    lines = [
+        "# Do residual blocks, and how many, make GANs better?",
+        "",
+        "Written by `pipeline/ablation.py` (the command is in the set-up); the numbers below are as measured.",
+        "",
+        "## Set-up",
+        "",
+        *[f"- {k}: {v}" for k, v in settings.items()],
+        "",
+        *_cell_table(summaries, settings, aug),
+        *_comparison_table(comp, aug),
+        *_augment_table(aug_comp),
+        *_run_table(cells, aug),
+    ]
     paths = {"md": out / "ablation.md", "png": out / "ablation.png", "json": out / "ablation.json"}
     paths["md"].write_text("\n".join(lines) + "\n")
     paths["json"].write_text(json.dumps(
@@ -311,7 +340,7 @@ def write_report(out: str | Path, cells: list[Cell], settings: dict[str, Any],
          **({"augment_comparison": aug_comp} if aug else {}),
          **({"config": config} if config is not None else {})},
         indent=2, sort_keys=True, default=float) + "\n")
-    _plot(paths["png"], cells, summaries, fid_key)
+    _plot(paths["png"], cells, summaries, settings["fid_name"])
     return paths
 
 
