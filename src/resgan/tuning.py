@@ -388,37 +388,55 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
                     epochs=epochs, workers=workers, cpus=share, direct=direct,
                     tags=tracking.provenance_tags(),
                     export_dir=str(Path(export_dir).resolve()) if export_dir else None)
-    grid_points = math.prod(len(v["grid_search"]) for v in param_space.values()
-                            if isinstance(v, dict) and "grid_search" in v)
-    trainable = tune.with_resources(
-        tune.with_parameters(_trial, base=cfg.model_dump(mode="json"), job=job),
-        trial_resources(workers if direct else 0, use_gpu, share))
-    exp_path = f"{storage_path(cfg.ray.storage_path).rstrip('/')}/{name}"
-    if restore and tune.Tuner.can_restore(exp_path):
-        tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True,
-                                   resume_errored=False, restart_errored=False)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=num_samples,
-                reuse_actors=reuse_actors,
-                search_alg=BasicVariantGenerator(max_concurrent=concurrent, random_state=seed)),
-            # A trial killed by the machine (Ray's memory monitor, a lost node) is retried
-            # from its last checkpoint, at most train.max_failures times.
-            run_config=tune.RunConfig(name=name, storage_path=storage_path(cfg.ray.storage_path),
-                                      failure_config=tune.FailureConfig(
-                                          max_failures=cfg.train.max_failures),
-                                      verbose=1, callbacks=[WaitBounds(name),
-                                                                  TrialProgress(num_samples * grid_points)]),
-        )
+    tuner = _tuner(cfg, param_space, job=job, num_samples=num_samples, scheduler=scheduler,
+                   concurrent=concurrent, seed=seed, name=name, restore=restore,
+                   reuse_actors=reuse_actors, resources=trial_resources(
+                       workers if direct else 0, use_gpu, share))
     # Tune's own SIGINT handler ends the experiment "gracefully" and returns the trials so
     # far: an interrupted stage (Ctrl-C, `dvc queue kill`) would then write a best.json from
     # a partial search. Without it the interrupt fails the stage; the next run restores it.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     grid = tuner.fit()
     raise_wait_error(grid)
+    rows = _rows(grid, epochs)
+    runs = _close_trial_runs(cfg.tracking.experiment, parent_run_id, rows)
+    for r in rows:
+        r.run_id = runs.get(r.trial_id)
+    return rows
+
+
+def _tuner(cfg: Config, param_space: dict[str, Any], *, job: SearchJob, num_samples: int,
+           scheduler: Any, concurrent: int, seed: int, name: str, restore: bool,
+           reuse_actors: bool, resources: dict[str, float]) -> tune.Tuner:
+    """The Tuner of one search (see ``run_trials``), or the restored one of ``name``."""
+    grid_points = math.prod(len(v["grid_search"]) for v in param_space.values()
+                            if isinstance(v, dict) and "grid_search" in v)
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, base=cfg.model_dump(mode="json"), job=job),
+        resources)
+    exp_path = f"{storage_path(cfg.ray.storage_path).rstrip('/')}/{name}"
+    if restore and tune.Tuner.can_restore(exp_path):
+        return tune.Tuner.restore(exp_path, trainable, resume_unfinished=True,
+                                  resume_errored=False, restart_errored=False)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=num_samples,
+            reuse_actors=reuse_actors,
+            search_alg=BasicVariantGenerator(max_concurrent=concurrent, random_state=seed)),
+        # A trial killed by the machine (Ray's memory monitor, a lost node) is retried
+        # from its last checkpoint, at most train.max_failures times.
+        run_config=tune.RunConfig(name=name, storage_path=storage_path(cfg.ray.storage_path),
+                                  failure_config=tune.FailureConfig(
+                                      max_failures=cfg.train.max_failures),
+                                  verbose=1, callbacks=[WaitBounds(name),
+                                                        TrialProgress(num_samples * grid_points)]),
+    )
+
+
+def _rows(grid, epochs: int) -> list[TrialRow]:
+    """One row per trial of a finished search, failed trials included."""
     rows = []
     for res in grid:
         hist = res.metrics_dataframe
@@ -440,9 +458,6 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
             error=None if res.error is None else
             f"{type(res.error).__name__}: {(str(res.error).strip().splitlines() or [''])[-1][:200]}",
             process=f"{res.metrics['hostname']}:{res.metrics['pid']}" if res.metrics else None))
-    runs = _close_trial_runs(cfg.tracking.experiment, parent_run_id, rows)
-    for r in rows:
-        r.run_id = runs.get(r.trial_id)
     return rows
 
 
