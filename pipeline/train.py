@@ -85,14 +85,7 @@ def main() -> str:
         state, seconds = fit_tracked(trainer, run_id)
     out = Path(args.out)
     ckpt_io.export_generator(state, out / "generator.pt")
-    # The per-epoch record is the MLflow run (Ray keeps metrics only with checkpoints).
-    hist = tracking.metric_history(run_id, ["loss_d", "loss_g", fid_key, "images_per_s"])
-    for h in hist:
-        h["fid"] = h.pop(fid_key, float("nan"))
-    with open(out / "history.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["epoch", *HISTORY])
-        w.writeheader()
-        w.writerows(hist)
+    hist = _write_history(out / "history.csv", run_id, fid_key)
     (out / "run_id.txt").write_text(run_id + "\n")
     # Epoch 1 includes warm-up (thread pools, allocator): leave it out of the speed figure;
     # the speed is this stage's own (not the trial's epochs, trained with other resources).
@@ -115,6 +108,19 @@ def main() -> str:
     tracking.end_run(run_id)
     return (f"{summary['epochs']} epochs ({summary['epochs_in_tune']} of them in tune) in "
             f"{seconds:.0f}s, {ips:.0f} images/s, monitor FID {summary['final_fid_monitor']:.3f}")
+
+
+def _write_history(path: Path, run_id: str, fid_key: str) -> list[dict]:
+    """The run's per-epoch metrics (its MLflow record: Ray keeps metrics only with
+    checkpoints) as history.csv, FID under the name ``fid``; returns the rows."""
+    hist = tracking.metric_history(run_id, ["loss_d", "loss_g", fid_key, "images_per_s"])
+    for h in hist:
+        h["fid"] = h.pop(fid_key, float("nan"))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["epoch", *HISTORY])
+        w.writeheader()
+        w.writerows(hist)
+    return hist
 
 
 def _tune_checkpoint(best: dict) -> str | None:
