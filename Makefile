@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test test-fast ablation quality plots ui clean
+.PHONY: setup run test test-fast ablation quality plots compare ui clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,11 @@ quality: setup
 # experiments).
 plots: setup
 	dvc plots show
+
+# The experiments side by side, scores and searched params only: the full `dvc exp show` of
+# this repository (the studies' params and metrics included) is wider than DVC can fold.
+compare: setup
+	dvc exp show --no-pager --drop '.*' --keep 'Experiment|Created|(outputs/eval/metrics.json:)?(fid|fid_se|fid_over_copier|kid|precision|recall|depth|residual|lr_g|lr_d|images_per_s)$$|train.seed$$|promoted$$'
 
 ui: setup
 	mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --port 5000
