@@ -1,6 +1,6 @@
 """evaluate: FID of the EMA generator against the cached real statistics, with its noise.
 
-Reads params: eval.*. Writes metrics for `dvc metrics show`: ``fid`` (the mean over
+Reads params: eval.*. Writes the scores for `dvc metrics show` (metrics.json): ``fid`` (the mean over
 eval.repeats sample seeds), ``fid_std`` (their SD) and ``fid_se`` (the standard error of the
 mean); KID against the training and the held-out features, precision and recall, each the
 mean over the seeds with its SD over the seeds, beside what the held-out real images score
@@ -12,7 +12,8 @@ reference's own ratio spans at eval.repeats seeds (``copier_band_lo/hi``,
 register), a sample grid, and all of it logged to the train run in MLflow. The metrics file
 also repeats what train trained (depth, shortcuts, loss, learning rates, images/s), and
 leads with what experiments are compared by (``HEADLINE``): `dvc exp show` shows its keys
-first, in this order.
+first, in this order. The bookkeeping (the references' own FIDs, SDs, sample counts, the
+protocol, the MLflow run) is in details.json, an out: out of `dvc exp show`'s way.
 """
 
 from __future__ import annotations
@@ -30,9 +31,13 @@ from resgan.stage import read_json, read_params, run, write_json
 from resgan.training import checkpoint as ckpt_io
 
 
-# the columns `dvc exp show` leads with (then the rest of the file, sorted)
+# the columns `dvc exp show` leads with (then the rest of metrics.json, sorted)
 HEADLINE = ("fid", "fid_se", "fid_over_copier", "fid_over_copier_se", "kid", "precision", "recall",
             "depth", "residual", "loss", "lr_g", "lr_d", "images_per_s")
+# the other scores in metrics.json; everything else (SDs of KID and PR, the references'
+# FIDs, the novel band, sample counts, the protocol, the run id) goes to details.json
+SCORES = HEADLINE + ("fid_std", "fid_over_novel", "precision_real", "recall_real",
+                     "copier_band_lo", "copier_band_hi")
 TRAINED = ("depth", "residual", "loss", "lr_g", "lr_d", "images_per_s", "mlflow_run_id")  # train's
 
 
@@ -63,7 +68,8 @@ def main() -> str:
         for ref in ("copier", "novel"):
             metrics.update(versus_reference(ref, at_floor, draws[ref], e.repeats))
     out = Path(args.out)
-    write_json(out / "metrics.json", metrics, first=HEADLINE)
+    write_json(out / "metrics.json", {k: metrics[k] for k in SCORES if k in metrics}, first=HEADLINE)
+    write_json(out / "details.json", {k: v for k, v in metrics.items() if k not in SCORES})
     write_json(out / "score.json", score.as_dict())
     from torchvision.utils import save_image
 

@@ -31,7 +31,8 @@ def main() -> str:
     from resgan.registry import register  # after validation: imports MLflow
 
     score = read_json(f"{args.evaluated}/score.json")
-    metrics = read_json(f"{args.evaluated}/metrics.json")
+    metrics = {**read_json(f"{args.evaluated}/details.json"),
+               **read_json(f"{args.evaluated}/metrics.json")}
 
     scorers: list[Scorer] = []
 

@@ -96,7 +96,10 @@ def test_whole_pipeline(repo):
     _check_console(repo[0], out.stdout + out.stderr)
     metrics = json.loads(_dvc(repo, "metrics", "show", "--json").stdout)
     ws = next(iter(metrics.values()))["data"]  # "workspace", or "" before the first commit
-    ev = ws["outputs/eval/metrics.json"]["data"]
+    scores = ws["outputs/eval/metrics.json"]["data"]
+    details = json.loads((repo[0] / "outputs/eval/details.json").read_text())
+    assert not set(scores) & set(details) and {"kid", "fid_over_copier"} <= set(scores)
+    ev = {**scores, **details}
     assert 0 < ev["fid"] < 5000 and ev["features"] == "classifier" and ev["num_samples"] == 200
     for ref in ("copier", "novel"):  # the two references at the held-out count
         # the ratio's standard error: the SD at that count over sqrt(3 seeds), and the
@@ -375,7 +378,8 @@ def _studies_run(repo):
     exp = c.get_experiment_by_name("resgan").experiment_id
     parent = c.search_runs([exp], "tags.`resgan.stage` = 'ablation'")[0]
     arts = {a.path for a in c.list_artifacts(parent.info.run_id, "ablation")}
-    assert arts == {"ablation/ablation.md", "ablation/ablation.png", "ablation/ablation.json"}
+    assert arts == {"ablation/ablation.md", "ablation/ablation.png", "ablation/ablation.json",
+                    "ablation/fid.json"}
     nested = c.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     fids = sorted(r.data.metrics["fid_classifier_n200"] for r in nested)
     assert fids == pytest.approx(sorted(c["fid"] for c in res["cells"]))

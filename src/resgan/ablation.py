@@ -301,7 +301,8 @@ def _run_table(cells: list[Cell], aug: bool) -> list[str]:
 
 def write_report(out: str | Path, cells: list[Cell], settings: dict[str, Any],
                  config: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Write ablation.md (table), ablation.png (FID against depth) and ablation.json.
+    """Write ablation.md (table), ablation.png (FID against depth), ablation.json (everything)
+    and fid.json (one mean FID per cell, flat: the study's metrics for `dvc exp show`).
 
     Args:
         out: the report folder.
@@ -310,7 +311,7 @@ def write_report(out: str | Path, cells: list[Cell], settings: dict[str, Any],
         config: the configuration every cell started from (ablation.json only), so that a
             cell can be trained again as the ablation trained it (``make quality``).
     Returns:
-        The paths written, by kind (md, png, json).
+        The paths written, by kind (md, png, json, metrics).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -332,8 +333,10 @@ def write_report(out: str | Path, cells: list[Cell], settings: dict[str, Any],
         *_augment_table(aug_comp),
         *_run_table(cells, aug),
     ]
-    paths = {"md": out / "ablation.md", "png": out / "ablation.png", "json": out / "ablation.json"}
+    paths = {"md": out / "ablation.md", "png": out / "ablation.png", "json": out / "ablation.json",
+             "metrics": out / "fid.json"}
     paths["md"].write_text("\n".join(lines) + "\n")
+    paths["metrics"].write_text(json.dumps(cell_metrics(summaries), indent=2) + "\n")
     paths["json"].write_text(json.dumps(
         {"settings": settings, "cells": [asdict(c) for c in cells],
          "summary": [asdict(s) for s in summaries], "comparisons": comp,
@@ -342,6 +345,17 @@ def write_report(out: str | Path, cells: list[Cell], settings: dict[str, Any],
         indent=2, sort_keys=True, default=float) + "\n")
     _plot(paths["png"], cells, summaries, settings["fid_name"])
     return paths
+
+
+def cell_metrics(summaries: list[Summary]) -> dict[str, float]:
+    """One mean FID per cell, keyed ``d<depth>_residual`` / ``d<depth>_plain`` (``_<policy>``
+    after it for an augmented cell): few flat columns, so that `dvc exp show` keeps the
+    pipeline's scores in view (the seeds, SDs and comparisons are in ablation.json)."""
+    out = {}
+    for s in summaries:
+        key = f"d{s.depth}_{'residual' if s.residual else 'plain'}"
+        out[key if s.augment == "none" else f"{key}_{s.augment}"] = round(s.fid_mean, 3)
+    return out
 
 
 def _plot(path: Path, cells: list[Cell], summaries: list[Summary], fid_key: str) -> None:
