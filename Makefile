@@ -41,8 +41,8 @@ quality: setup
 plots: setup
 	dvc plots show
 
-# The experiments side by side, scores and searched params only: the full `dvc exp show` of
-# this repository (the studies' params and metrics included) is wider than DVC can fold.
+# The experiments side by side, scores and searched params only, one screen wide (the plain
+# `dvc exp show` leads with the same scores, then every param, study metric and dep).
 compare: setup
 	dvc exp show --no-pager --drop '.*' --keep 'Experiment|Created|(outputs/eval/metrics.json:)?(fid|fid_se|fid_over_copier|kid|precision|recall|depth|residual|lr_g|lr_d|images_per_s)$$|train.seed$$|promoted$$'
 

@@ -34,10 +34,11 @@ from resgan.training import checkpoint as ckpt_io
 # the columns `dvc exp show` leads with (then the rest of metrics.json, sorted)
 HEADLINE = ("fid", "fid_se", "fid_over_copier", "fid_over_copier_se", "kid", "precision", "recall",
             "depth", "residual", "loss", "lr_g", "lr_d", "images_per_s")
-# the other scores in metrics.json; everything else (SDs of KID and PR, the references'
-# FIDs, the novel band, sample counts, the protocol, the run id) goes to details.json
+# the rest of metrics.json: other scores and the train run in MLflow (an experiment's row
+# names its run); everything else (SDs of KID and PR, the references' FIDs, the novel band,
+# sample counts, the protocol) goes to details.json
 SCORES = HEADLINE + ("fid_std", "fid_over_novel", "precision_real", "recall_real",
-                     "copier_band_lo", "copier_band_hi")
+                     "copier_band_lo", "copier_band_hi", "mlflow_run_id")
 TRAINED = ("depth", "residual", "loss", "lr_g", "lr_d", "images_per_s", "mlflow_run_id")  # train's
 
 

@@ -3,6 +3,7 @@
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -353,8 +354,36 @@ def test_ablation_and_quality_reports(repo):
         shutil.copy(ROOT / "studies" / study / "dvc.yaml", work / "studies" / study / "dvc.yaml")
     try:
         _studies_run(repo)
+        shutil.copytree(ROOT / "studies/ablation16", work / "studies/ablation16",
+                        ignore=shutil.ignore_patterns("outputs"))  # as committed: its report
+        _plain_exp_show(repo)
     finally:  # the other tests of this repository see the root pipeline alone
         shutil.rmtree(work / "studies")
+
+
+def _plain_exp_show(repo):
+    """`dvc exp show` without flags, with every pipeline of the repository (root and
+    studies): DVC renders the table at most 1,024 characters wide, folding the columns
+    that do not fit into `…` from the right, and pages it with `less -S` on a terminal (the
+    same text printed when not a terminal). On a 200-column terminal the first 200
+    characters of each line are on screen: the experiments' names and FIDs are there."""
+    shown = json.loads(_dvc(repo, "exp", "show", "--json").stdout)
+    fids = {r["name"] or r["rev"]: r["data"]["metrics"]["outputs/eval/metrics.json"]["data"]["fid"]
+            for e in shown for x in (e.get("experiments") or []) for r in x["revs"]}
+    assert len(fids) >= 2, shown
+    columns = _dvc(repo, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
+    assert len(columns) > 150, columns  # the studies' params, metrics and deps are there too
+    table = re.sub(r"\x1b\[[0-9;]*m", "", _dvc(repo, "exp", "show").stdout)  # plain, not a tty
+    lines = table.splitlines()
+    assert max(len(line) for line in lines) <= 1024
+    header = next(line for line in lines if "Experiment" in line)[:200].split()
+    metrics = [h for h in header if ":" in h or h in ("fid_se", "fid_over_copier")]
+    assert metrics[:2] == ["outputs/eval/metrics.json:fid", "fid_se"], header  # the scores lead
+    rows = [line[:200] for line in lines if line.strip().startswith(("├", "└"))]
+    print(f"plain dvc exp show: {len(columns)} columns, {max(len(line) for line in lines)} characters"
+          f" wide; on screen at 200: {header}")
+    for name, fid in fids.items():
+        assert any(name[:7] in row and f"{fid:.5g}" in row for row in rows), (name, table[:3000])
 
 
 def _studies_run(repo):
