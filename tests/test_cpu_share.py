@@ -53,19 +53,24 @@ def test_off_switch_and_threads_given_back(tmp_path, monkeypatch):
 
 
 def test_the_console_reads_the_line_a_change_of_share_prints(tmp_path, capsys):
-    from resgan.console import SHARE_RE
+    from resgan.runtime.cpu_share import parse_share_line, share_line
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     other = CpuShare(2, root=tmp_path, cores=2)
     with CpuShare(2, root=tmp_path, cores=2) as a:
         a.apply(say=True)
-        m = SHARE_RE.search(capsys.readouterr().out)
-        assert m and m.group(1) == "1"
+        out = capsys.readouterr().out
+        assert parse_share_line(out) == (1, True)
+        assert parse_share_line(f"(RayTrainWorker pid=123) {out}") == (1, True)  # Ray's prefix
         other.release()
         a.apply(say=True)  # alone again
-        m = SHARE_RE.search(capsys.readouterr().out)
-        assert m and m.group(1) is None and m.group(2)
+        assert parse_share_line(capsys.readouterr().out) == (2, False)
         a.apply(say=True)
         assert capsys.readouterr().out == ""  # no change, no line
+    for cores, threads, shared in ((2, 1, True), (64, 17, True), (8, 8, False)):
+        assert parse_share_line(share_line(cores, threads, shared=shared)) == (threads, shared)
+    for other_line in ("epoch 3/10: loss_d=1.2", "sharing this machine's 2 cores with other "
+                       "trainings: x torch thread(s) from now on", ""):
+        assert parse_share_line(other_line) is None
     torch.set_num_threads(before)

@@ -26,15 +26,14 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from resgan.runtime.cpu_share import parse_share_line
+
 VERBOSE_ENV = "RESGAN_VERBOSE"
 LOG_DIR = "outputs/logs"
 
 # The training loop's per-epoch line (epoch_line); Ray prefixes the lines of its workers
 # with "(name pid=…)" and colour codes.
 EPOCH_RE = re.compile(r"\bepoch (\d+)/(\d+): (.*)$")
-# resgan.runtime.cpu_share's line when a training's share of the cores changes
-SHARE_RE = re.compile(r"sharing this machine's \d+ cores with other trainings: (\d+) torch"
-                      r"|(cores no longer shared)")
 
 
 def epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
@@ -230,9 +229,10 @@ class Console:
     def saw(self, line: str) -> None:
         if self._epochs is None:
             return
-        share = SHARE_RE.search(line)
+        share = parse_share_line(line)
         if share:  # shown next to the FID while other trainings share the cores
-            self._shared = f"{share.group(1)} thread(s), cores shared" if share.group(1) else ""
+            threads, shared = share
+            self._shared = f"{threads} thread(s), cores shared" if shared else ""
         parsed = parse_epoch_line(line)
         if parsed:
             epoch, _, metrics = parsed
