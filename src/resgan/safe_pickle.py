@@ -64,50 +64,7 @@ def interpret(raw: bytes, *, names: frozenset = NUMPY_NAMES, max_ops: int = MAX_
     """
     import pickletools
 
-    stack: list = []
-    marks: list[int] = []
-    memo: dict[int, Any] = {}
-    depth: dict[int, int] = {}  # id -> nesting depth, for the containers built here
-    sealed: set[int] = set()  # containers already inside another: no longer mutable
-    keep: list = []  # keeps every container alive, so that ids stay unique
-
-    def pop(n: int = 1) -> list:
-        if len(stack) - (marks[-1] if marks else 0) < n:
-            raise NotData("pickle: stack underflow")
-        items = stack[-n:]
-        del stack[-n:]
-        return items
-
-    def pop_mark() -> list:
-        if not marks:
-            raise NotData("pickle: a MARK is missing")
-        at = marks.pop()
-        items = stack[at:]
-        del stack[at:]
-        return items
-
-    def nest(container, items) -> Any:
-        """Record a container built from (or extended by) items: depth and sealing."""
-        d = 1 + max((depth.get(id(i), 0) for i in items), default=0)
-        if d > MAX_DEPTH:
-            raise NotData(f"pickle: containers nested deeper than {MAX_DEPTH}")
-        depth[id(container)] = max(depth.get(id(container), 1), d)
-        sealed.update(id(i) for i in items if id(i) in depth)
-        keep.append(container)
-        return container
-
-    def target(kind: type) -> Any:
-        if not stack or not isinstance(stack[-1], kind) or (marks and marks[-1] == len(stack)):
-            raise NotData(f"pickle: adds items to something that is not a {kind.__name__}")
-        if id(stack[-1]) in sealed:
-            raise NotData("pickle: changes a container after nesting it")
-        return stack[-1]
-
-    def check_keys(keys) -> None:
-        for key in keys:
-            if not isinstance(key, _KEY_TYPES):
-                raise NotData(f"pickle: a dict key of type {type(key).__name__}")
-
+    machine = _Machine(names)
     ops = pickletools.genops(io.BytesIO(raw))
     for count in range(max_ops + 1):
         try:
@@ -118,13 +75,36 @@ def interpret(raw: bytes, *, names: frozenset = NUMPY_NAMES, max_ops: int = MAX_
             raise NotData(f"not a pickle ({str(exc).splitlines()[0][:120]})") from None
         if count == max_ops:
             break
-        name = op.name
+        if op.name == "STOP":
+            return machine.result()
+        machine.step(op.name, arg)
+    raise NotData(f"pickle: more than {max_ops:,} opcodes")
+
+
+class _Machine:
+    """The pickle machine's stack, marks and memo, for the opcodes data needs: values and
+    containers, memo, the allowed globals and their calls. Every container it builds is
+    recorded with its nesting depth (bounded) and sealed once inside another (a pickle that
+    changes a nested container is refused)."""
+
+    def __init__(self, names: frozenset):
+        self.names = names
+        self.stack: list = []
+        self.marks: list[int] = []
+        self.memo: dict[int, Any] = {}
+        self.depth: dict[int, int] = {}  # id -> nesting depth, for the containers built here
+        self.sealed: set[int] = set()  # containers already inside another: no longer mutable
+        self.keep: list = []  # keeps every container alive, so that ids stay unique
+
+    def result(self) -> Any:
+        if len(self.stack) != 1 or self.marks:
+            raise NotData("pickle: an unbalanced stack at STOP")
+        return self.stack[0]
+
+    def step(self, name: str, arg: Any) -> None:
+        stack = self.stack
         if name in ("PROTO", "FRAME"):
-            continue
-        if name == "STOP":
-            if len(stack) != 1 or marks:
-                raise NotData("pickle: an unbalanced stack at STOP")
-            return stack[0]
+            return
         if name in _PUSH:
             if name in ("INT", "LONG") and len(str(arg)) > MAX_INT_DIGITS:
                 raise NotData("pickle: an int too long for data")
@@ -134,62 +114,114 @@ def interpret(raw: bytes, *, names: frozenset = NUMPY_NAMES, max_ops: int = MAX_
         elif name in _CONST:
             stack.append(_CONST[name])
         elif name == "MARK":
-            if len(marks) >= MAX_MARKS:
+            if len(self.marks) >= MAX_MARKS:
                 raise NotData(f"pickle: more than {MAX_MARKS} open MARKs")
-            marks.append(len(stack))
-        elif name in ("EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE"):
-            stack.append(nest({"EMPTY_DICT": {}, "EMPTY_LIST": [], "EMPTY_TUPLE": ()}[name], ()))
-        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-            items = pop(int(name[-1]))
-            stack.append(nest(tuple(items), items))
-        elif name in ("TUPLE", "LIST"):
-            items = pop_mark()
-            stack.append(nest(tuple(items) if name == "TUPLE" else items, items))
-        elif name == "DICT":
-            items = pop_mark()
-            if len(items) % 2:
-                raise NotData("pickle: a DICT of an odd number of items")
-            check_keys(items[::2])
-            stack.append(nest(dict(zip(items[::2], items[1::2])), items[1::2]))
-        elif name in ("APPEND", "APPENDS"):
-            items = pop() if name == "APPEND" else pop_mark()
-            nest(target(list), items).extend(items)
-        elif name in ("SETITEM", "SETITEMS"):
-            items = pop(2) if name == "SETITEM" else pop_mark()
-            if len(items) % 2:
-                raise NotData("pickle: SETITEMS of an odd number of items")
-            check_keys(items[::2])
-            d = nest(target(dict), items[1::2])
-            for key, value in zip(items[::2], items[1::2]):
-                d[key] = value
+            self.marks.append(len(stack))
         elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
             if not stack:
                 raise NotData("pickle: PUT on an empty stack")
-            memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
+            self.memo[len(self.memo) if name == "MEMOIZE" else arg] = stack[-1]
         elif name in ("GET", "BINGET", "LONG_BINGET"):
-            if arg not in memo:
+            if arg not in self.memo:
                 raise NotData("pickle: GET of an unknown memo entry")
-            stack.append(memo[arg])
-        elif name in ("GLOBAL", "STACK_GLOBAL"):
-            module, attr = arg.split(" ", 1) if name == "GLOBAL" else pop(2)
+            stack.append(self.memo[arg])
+        elif name in ("GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD"):
+            self.call(name, arg)
+        else:
+            self.container(name)
+
+    def container(self, name: str) -> None:
+        """Build a container, or add items to the one on top of the stack."""
+        stack = self.stack
+        if name in ("EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE"):
+            stack.append(self.nest({"EMPTY_DICT": {}, "EMPTY_LIST": [], "EMPTY_TUPLE": ()}[name], ()))
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            items = self.pop(int(name[-1]))
+            stack.append(self.nest(tuple(items), items))
+        elif name in ("TUPLE", "LIST"):
+            items = self.pop_mark()
+            stack.append(self.nest(tuple(items) if name == "TUPLE" else items, items))
+        elif name == "DICT":
+            items = self.pop_mark()
+            if len(items) % 2:
+                raise NotData("pickle: a DICT of an odd number of items")
+            _check_keys(items[::2])
+            stack.append(self.nest(dict(zip(items[::2], items[1::2])), items[1::2]))
+        elif name in ("APPEND", "APPENDS"):
+            items = self.pop() if name == "APPEND" else self.pop_mark()
+            self.nest(self.target(list), items).extend(items)
+        elif name in ("SETITEM", "SETITEMS"):
+            items = self.pop(2) if name == "SETITEM" else self.pop_mark()
+            if len(items) % 2:
+                raise NotData("pickle: SETITEMS of an odd number of items")
+            _check_keys(items[::2])
+            d = self.nest(self.target(dict), items[1::2])
+            for key, value in zip(items[::2], items[1::2]):
+                d[key] = value
+        else:
+            raise NotData(f"pickle opcode {name} is not one data uses")
+
+    def call(self, name: str, arg: Any) -> None:
+        """An allowed global (a Name), a call of one (a Call) and its state (BUILD)."""
+        stack = self.stack
+        if name in ("GLOBAL", "STACK_GLOBAL"):
+            module, attr = arg.split(" ", 1) if name == "GLOBAL" else self.pop(2)
             if not isinstance(module, str) or not isinstance(attr, str) \
-                    or (module, attr) not in names:
+                    or (module, attr) not in self.names:
                 raise NotData(f"pickle names {str(module)[:60]}.{str(attr)[:60]}, a global "
                               f"that data does not need")
             stack.append(Name((module.replace("numpy.core", "numpy._core", 1), attr)))
         elif name == "REDUCE":
-            func, args = pop(2)
+            func, args = self.pop(2)
             if not isinstance(func, Name) or not isinstance(args, tuple):
                 raise NotData("pickle: a call of something that is not an allowed name")
             stack.append(_latin1(args) if func == ("_codecs", "encode") else Call(func, args))
-        elif name == "BUILD":
-            (state,) = pop()
+        else:  # BUILD
+            (state,) = self.pop()
             if not stack or not isinstance(stack[-1], Call) or stack[-1].built:
                 raise NotData("pickle: BUILD of something that is not a fresh array or dtype")
             stack[-1].state, stack[-1].built = state, True
-        else:
-            raise NotData(f"pickle opcode {name} is not one data uses")
-    raise NotData(f"pickle: more than {max_ops:,} opcodes")
+
+    def pop(self, n: int = 1) -> list:
+        stack, marks = self.stack, self.marks
+        if len(stack) - (marks[-1] if marks else 0) < n:
+            raise NotData("pickle: stack underflow")
+        items = stack[-n:]
+        del stack[-n:]
+        return items
+
+    def pop_mark(self) -> list:
+        if not self.marks:
+            raise NotData("pickle: a MARK is missing")
+        at = self.marks.pop()
+        items = self.stack[at:]
+        del self.stack[at:]
+        return items
+
+    def nest(self, container, items) -> Any:
+        """Record a container built from (or extended by) items: depth and sealing."""
+        depth = self.depth
+        d = 1 + max((depth.get(id(i), 0) for i in items), default=0)
+        if d > MAX_DEPTH:
+            raise NotData(f"pickle: containers nested deeper than {MAX_DEPTH}")
+        depth[id(container)] = max(depth.get(id(container), 1), d)
+        self.sealed.update(id(i) for i in items if id(i) in depth)
+        self.keep.append(container)
+        return container
+
+    def target(self, kind: type) -> Any:
+        stack, marks = self.stack, self.marks
+        if not stack or not isinstance(stack[-1], kind) or (marks and marks[-1] == len(stack)):
+            raise NotData(f"pickle: adds items to something that is not a {kind.__name__}")
+        if id(stack[-1]) in self.sealed:
+            raise NotData("pickle: changes a container after nesting it")
+        return stack[-1]
+
+
+def _check_keys(keys) -> None:
+    for key in keys:
+        if not isinstance(key, _KEY_TYPES):
+            raise NotData(f"pickle: a dict key of type {type(key).__name__}")
 
 
 def _latin1(args: tuple) -> bytes:
