@@ -53,7 +53,7 @@ def test_off_switch_and_threads_given_back(tmp_path, monkeypatch):
 
 
 def test_the_console_reads_the_line_a_change_of_share_prints(tmp_path, capsys):
-    from resgan.runtime.cpu_share import parse_share_line, share_line
+    from resgan.console import parse_share_line, share_line
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)

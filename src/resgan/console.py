@@ -26,8 +26,6 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from resgan.runtime.cpu_share import parse_share_line
-
 VERBOSE_ENV = "RESGAN_VERBOSE"
 LOG_DIR = "outputs/logs"
 
@@ -55,6 +53,30 @@ def parse_epoch_line(line: str) -> tuple[int, int, dict[str, float]] | None:
         except ValueError:
             pass
     return int(m.group(1)), int(m.group(2)), metrics
+
+
+_SHARED = "sharing this machine's {cores} cores with other trainings: {threads} torch thread(s) from now on"
+_ALONE = "this machine's cores no longer shared: {threads} torch thread(s) again"
+
+
+def share_line(cores: int, threads: int, *, shared: bool) -> str:
+    """The line a training prints when its share of the cores changes
+    (resgan.runtime.cpu_share); the console follows it (``parse_share_line``)."""
+    return (_SHARED if shared else _ALONE).format(cores=cores, threads=threads)
+
+
+def parse_share_line(line: str) -> tuple[int, bool] | None:
+    """(threads, shared) of a line ``share_line`` wrote (anywhere in ``line``: Ray prefixes
+    its workers' lines), or None for any other line."""
+    for template, shared in ((_SHARED, True), (_ALONE, False)):
+        head, _, tail = template.partition("{threads}")
+        head = head.split("{cores}")[-1]  # the part after the core count
+        start = line.find(head)
+        if start >= 0 and line.rstrip().endswith(tail):
+            value = line[start + len(head):len(line.rstrip()) - len(tail)]
+            if value.isdigit():
+                return int(value), shared
+    return None
 
 
 _active: Console | None = None

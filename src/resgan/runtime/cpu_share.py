@@ -18,32 +18,11 @@ import os
 import tempfile
 from pathlib import Path
 
+from resgan.console import share_line
 from resgan.runtime.processes import alive
 
 ENV = "RESGAN_CPU_SHARE"
 _serial = itertools.count()
-_SHARED = "sharing this machine's {cores} cores with other trainings: {threads} torch thread(s) from now on"
-_ALONE = "this machine's cores no longer shared: {threads} torch thread(s) again"
-
-
-def share_line(cores: int, threads: int, *, shared: bool) -> str:
-    """The line a training prints when its share of the cores changes (the console follows it:
-    ``parse_share_line``)."""
-    return (_SHARED if shared else _ALONE).format(cores=cores, threads=threads)
-
-
-def parse_share_line(line: str) -> tuple[int, bool] | None:
-    """(threads, shared) of a line ``share_line`` wrote (anywhere in ``line``: Ray prefixes
-    its workers' lines), or None for any other line."""
-    for template, shared in ((_SHARED, True), (_ALONE, False)):
-        head, _, tail = template.partition("{threads}")
-        head = head.split("{cores}")[-1]  # the part after the core count
-        start = line.find(head)
-        if start >= 0 and line.rstrip().endswith(tail):
-            value = line[start + len(head):len(line.rstrip()) - len(tail)]
-            if value.isdigit():
-                return int(value), shared
-    return None
 
 
 def machine_cores() -> int:
