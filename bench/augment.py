@@ -27,12 +27,13 @@ from resgan.stage import read_params  # noqa: E402
 
 from resgan.config import SEARCHABLE, AugmentPolicy, Config, load_config, replace  # noqa: E402
 from resgan.machine import describe  # noqa: E402
+from resgan.training.job import TuneChoice  # noqa: E402
 
 
 def fixed_config(cfg: Config, best_path: str, epochs: int) -> Config:
     """params.yaml's config with every "tune" key set (best.json, else the default) and
     ``epochs`` long (tune.epochs capped to it, as the config requires)."""
-    best = json.loads(Path(best_path).read_text()) if Path(best_path).exists() else {}
+    best = TuneChoice.read(best_path).point if Path(best_path).exists() else {}
     defaults = load_config({})
     point = {k: best.get(k, getattr(getattr(defaults, SEARCHABLE[k]), k)) for k in cfg.searched()}
     cfg = cfg.with_point(point)

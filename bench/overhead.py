@@ -32,6 +32,7 @@ from pathlib import Path
 from resgan.config import replace
 from resgan.data import images_per_epoch
 from resgan.machine import describe
+from resgan.training.job import with_choice
 from resgan.stage import monitor_ref, read_json, read_params
 
 TRIAL_WAYS = (  # label, direct, reuse_actors
@@ -51,7 +52,7 @@ def main() -> None:
     if args.trials < 2:
         ap.error("--trials must be at least 2")
     cfg = read_params()
-    cfg = cfg.with_tuned(read_json("outputs/tune/best.json")) if cfg.searched() else cfg
+    cfg = with_choice(cfg)
     e = args.epochs
     cfg = replace(cfg, train={"epochs": e, "checkpoint_every": e, "sample_every": e, "num_workers": 1})
     data = f"{args.prepared}/train.npz"

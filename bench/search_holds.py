@@ -29,6 +29,7 @@ from pathlib import Path
 
 from resgan.stage import monitor_ref, read_json, read_params
 from resgan.config import replace
+from resgan.training.job import TuneChoice
 
 
 def _others(rows: list[dict], pick: str) -> list[dict]:
@@ -79,13 +80,13 @@ def main() -> None:
     from resgan.training import checkpoint as ckpt_io
 
     cfg = read_params(a.params)
-    best = read_json(f"{a.tuned}/best.json")
+    best = TuneChoice.read(f"{a.tuned}/best.json")
     with open(f"{a.tuned}/trials.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     by_id = {r["trial_id"]: r for r in rows}
-    others = [by_id[t] for t in a.trials] if a.trials else _others(rows, best["trial_id"])
+    others = [by_id[t] for t in a.trials] if a.trials else _others(rows, best.trial_id)
     Path(a.generators).mkdir(parents=True, exist_ok=True)
-    print(f"pick {best['trial_id']}: FID {best['fid']:.3f} at epoch {best['epochs']}; training "
+    print(f"pick {best.trial_id}: FID {best.fid:.3f} at epoch {best.trial_epochs}; training "
           + ", ".join(f"{r['trial_id']} (depth {r['depth']}, residual {r['residual']}, {r['loss']}, "
                       f"lr_g {float(r['lr_g']):.2e}, lr_d {float(r['lr_d']):.2e}, {r['status']} at epoch "
                       f"{r['epochs']}, FID {float(r['fid']):.3f})" for r in others)

@@ -26,11 +26,12 @@ from pathlib import Path
 
 import torch
 
-from resgan.stage import read_json, read_params  # noqa: E402
+from resgan.stage import read_params  # noqa: E402
 
 from resgan.config import replace  # noqa: E402
 from resgan.console import parse_epoch_line  # noqa: E402
 from resgan.machine import describe  # noqa: E402
+from resgan.training.job import with_choice  # noqa: E402
 from resgan.training.loop import fit  # noqa: E402
 
 
@@ -80,7 +81,7 @@ def main() -> None:
                          "Ray Train worker, one-thread or DDP rows)")
     args = ap.parse_args()
     cfg = read_params()
-    cfg = cfg.with_tuned(read_json("outputs/tune/best.json")) if cfg.searched() else cfg
+    cfg = with_choice(cfg)
     cfg = replace(cfg, train={"epochs": args.epochs, "checkpoint_every": 1, "sample_every": args.epochs,
                               "num_workers": "auto", "use_gpu": False})
     data = f"{args.prepared}/train.npz"

@@ -21,14 +21,15 @@ import torch
 
 from resgan.config import replace
 from resgan.machine import describe
-from resgan.stage import read_json, read_params
+from resgan.stage import read_params
+from resgan.training.job import with_choice
 
 
 def child(epochs: int, data: str) -> None:
     from throughput import plain  # bench/ is on sys.path when run as a script
 
     cfg = read_params()
-    cfg = cfg.with_tuned(read_json("outputs/tune/best.json")) if cfg.searched() else cfg
+    cfg = with_choice(cfg)
     cfg = replace(cfg, train={"epochs": epochs, "checkpoint_every": epochs, "sample_every": epochs})
     ips, wall = plain(cfg, data, torch.get_num_threads())
     print(json.dumps({"images_per_s": ips, "wall_s": wall}), flush=True)

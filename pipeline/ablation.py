@@ -32,6 +32,7 @@ from resgan.config import ConfigError, replace
 from resgan.data import images_per_epoch
 from resgan.console import say
 from resgan.metrics.scoring import fid_name
+from resgan.training.job import with_choice
 
 
 def _slug(policy: str) -> str:
@@ -111,7 +112,7 @@ def _config(args):
             raise ConfigError(f"{', '.join(tuned)} are set to 'tune': the ablation trains with "
                               f"the values tune chose ({args.best}, from `make run`) or set them "
                               f"in {args.params}")
-        cfg = cfg.with_tuned(read_json(args.best), args.best, keys=tuned)
+        cfg = with_choice(cfg, args.best, keys=tuned)
     if not Path(f"{args.prepared}/train.npz").exists():
         raise ConfigError(f"{args.prepared}/train.npz not found: run `dvc repro prepare` first")
     require_batch_fits(cfg, args.prepared)

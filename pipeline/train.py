@@ -19,11 +19,12 @@ import argparse
 import csv
 from pathlib import Path
 
-from resgan.stage import monitor_ref, read_json, read_params, require_batch_fits, run, write_json
+from resgan.stage import monitor_ref, read_params, require_batch_fits, run, write_json
 from resgan import tracking
 from resgan.console import follow_epochs, say
 from resgan.metrics.scoring import fid_name
 from resgan.runtime.runs import open_run
+from resgan.training.job import TuneChoice
 
 HISTORY = ["loss_d", "loss_g", "fid", "images_per_s"]
 
@@ -35,15 +36,19 @@ def main() -> str:
     ap.add_argument("--out", default="outputs/train", help="output folder")
     args = ap.parse_args()
     cfg = read_params()
-    best = read_json(args.best)
-    cfg = cfg.with_tuned(best, args.best).require_fixed("train")
+    best = TuneChoice.read(args.best)
+    cfg = cfg.with_tuned(best.point, args.best).require_fixed("train")
     require_batch_fits(cfg, args.prepared)
     from resgan.training import checkpoint as ckpt_io  # after validation: imports Ray Train
     from resgan.training.ray_train import fit_tracked, make_trainer, place
     from resgan.runtime.cluster import storage_path
     from resgan.runtime.runs import run_key
 
-    trial_checkpoint = _tune_checkpoint(best)
+    trial_checkpoint = best.start()
+    if best.checkpoint and not trial_checkpoint:
+        say(f"train: tune's checkpoint {best.checkpoint} is gone (ray.storage_path cleaned?): "
+            f"training the chosen point from the start")
+    done = best.trial_epochs if trial_checkpoint else 0  # epochs this run begins with
     where = place(cfg.train)  # starts or joins Ray unless it trains in this process
     data = f"{args.prepared}/train.npz"
     fid_ref = monitor_ref(args.prepared, cfg.eval)
@@ -56,20 +61,20 @@ def main() -> str:
         lambda name: tracking.start_run(
             cfg.tracking.experiment, "train", params=cfg.model_dump(mode="json"),
             tags={"resgan.stage": "train", "resgan.ray_run": name,
-                  "resgan.tune_run_id": best.get("mlflow_run_id", ""),
-                  "resgan.continues_trial": best.get("trial_id", "") if trial_checkpoint else ""}))
+                  "resgan.tune_run_id": best.mlflow_run_id or "",
+                  "resgan.continues_trial": (best.trial_id or "") if trial_checkpoint else ""}))
     fid_key = fid_name(fid_ref.features, cfg.train.fid_samples)
     if trial_checkpoint and not resumed:  # the trial's epochs are this run's first ones
-        _copy_history(best["trial_run_id"], run_id, fid_key)
+        _copy_history(best.trial_run_id, run_id, fid_key)
     tracking.log_dataset(run_id, data, f"{cfg.data.dataset}-r{cfg.data.resolution}-train")
     point = " ".join(f"{k}={getattr(getattr(cfg, s), k)}" for k, s in
                      (("depth", "model"), ("residual", "model"), ("loss", "train")))
-    begin = (f"continuing trial {best['trial_id']} from epoch {best['epochs']}"
+    begin = (f"continuing trial {best.trial_id} from epoch {done}"
              if trial_checkpoint else "from the start")
     say(f"train: {point} lr_g={cfg.train.lr_g:.2e} lr_d={cfg.train.lr_d:.2e}, {begin} to "
         f"epoch {cfg.train.epochs}; {where}")
     print(f"train: ray run {record.name}, mlflow run {run_id}", flush=True)
-    if trial_checkpoint and best["epochs"] >= cfg.train.epochs:  # the trial trained it all
+    if trial_checkpoint and done >= cfg.train.epochs:  # the trial trained it all
         import time
 
         t0 = time.perf_counter()
@@ -81,23 +86,18 @@ def main() -> str:
             num_workers=where.workers, cpus_per_worker=where.cpus, use_gpu=where.use_gpu,
             run_id=run_id, tracking_uri=tracking.tracking_uri(), max_failures=cfg.train.max_failures,
             from_checkpoint=trial_checkpoint)
-        follow_epochs(cfg.train.epochs, best["epochs"] if trial_checkpoint else 0)
+        follow_epochs(cfg.train.epochs, done)
         state, seconds = fit_tracked(trainer, run_id)
     out = Path(args.out)
     ckpt_io.export_generator(state, out / "generator.pt")
     hist = _write_history(out / "history.csv", run_id, fid_key)
     (out / "run_id.txt").write_text(run_id + "\n")
-    # Epoch 1 includes warm-up (thread pools, allocator): leave it out of the speed figure;
-    # the speed is this stage's own (not the trial's epochs, trained with other resources).
-    first = best["epochs"] + 1 if trial_checkpoint else 2
-    speeds = [h["images_per_s"] for h in hist if h["epoch"] >= first and "images_per_s" in h]
-    ips = sum(speeds) / len(speeds) if speeds else float("nan")
+    ips = _speed(hist, first=done + 1 if trial_checkpoint else 2)
     summary = {"epochs": int(state["epoch"]), "images_per_s": round(ips, 1),
                "train_seconds": round(seconds, 1), "num_workers": where.workers,
                "cpus_per_worker": where.cpus, "final_fid_monitor": hist[-1]["fid"],
                "depth": cfg.model.depth, "residual": cfg.model.residual, "loss": cfg.train.loss,
-               "lr_g": cfg.train.lr_g, "lr_d": cfg.train.lr_d,
-               "epochs_in_tune": best["epochs"] if trial_checkpoint else 0,
+               "lr_g": cfg.train.lr_g, "lr_d": cfg.train.lr_d, "epochs_in_tune": done,
                "mlflow_run_id": run_id}  # from `dvc exp show` to the MLflow run
     write_json(out / "metrics.json", summary)
     # complete only now that its outputs exist: a stage killed before this resumes the run
@@ -108,6 +108,13 @@ def main() -> str:
     tracking.end_run(run_id)
     return (f"{summary['epochs']} epochs ({summary['epochs_in_tune']} of them in tune) in "
             f"{seconds:.0f}s, {ips:.0f} images/s, monitor FID {summary['final_fid_monitor']:.3f}")
+
+
+def _speed(hist: list[dict], first: int) -> float:
+    """Mean images/s of the epochs from ``first``: epoch 1 includes warm-up (thread pools,
+    the allocator), and a continued trial's epochs ran with the search's resources."""
+    speeds = [h["images_per_s"] for h in hist if h["epoch"] >= first and "images_per_s" in h]
+    return sum(speeds) / len(speeds) if speeds else float("nan")
 
 
 def _write_history(path: Path, run_id: str, fid_key: str) -> list[dict]:
@@ -121,20 +128,6 @@ def _write_history(path: Path, run_id: str, fid_key: str) -> list[dict]:
         w.writeheader()
         w.writerows(hist)
     return hist
-
-
-def _tune_checkpoint(best: dict) -> str | None:
-    """The best trial's checkpoint to continue, or None (nothing searched, or it is gone)."""
-    path = best.get("checkpoint")
-    if not path:
-        return None
-    if "://" not in path and not Path(path).exists():
-        say(f"train: tune's checkpoint {path} is gone (ray.storage_path cleaned?): training "
-            f"the chosen point from the start")
-        return None
-    # Ray Train's workers run in other directories: a path relative to the workspace (as
-    # tune writes one) is made absolute here.
-    return path if "://" in path else str(Path(path).resolve())
 
 
 def _copy_history(trial_run: str | None, run_id: str, fid_key: str) -> None:

@@ -17,12 +17,13 @@ import argparse
 import csv
 from pathlib import Path
 
-from resgan.stage import monitor_ref, read_params, require_batch_fits, run, write_json
+from resgan.stage import monitor_ref, read_params, require_batch_fits, run
 from resgan import tracking
 from resgan.config import SEARCHABLE
 from resgan.console import say
 from resgan.metrics.scoring import fid_name
 from resgan.runtime.runs import open_run
+from resgan.training.job import TuneChoice
 
 COLUMNS = ["trial_id", "depth", "residual", "loss", "lr_g", "lr_d", "fid", "best_fid", "epochs",
            "images_per_s", "status"]
@@ -39,7 +40,7 @@ def main() -> str:
     require_batch_fits(cfg, args.prepared)
     if not searched:
         write_trials(out / "trials.csv", [])
-        write_json(out / "best.json", {"searched": [], "trials": 0})
+        TuneChoice(searched=[]).write(out / "best.json")
         return "no key in params.yaml is 'tune': nothing to search; train uses params.yaml's values"
     from resgan.training.ray_train import resolve_use_gpu
     from resgan.runtime.cluster import init_ray, storage_path  # imports Ray
@@ -76,12 +77,12 @@ def main() -> str:
 
     fixed = {k: getattr(getattr(cfg, section), k) for k, section in SEARCHABLE.items()}
     write_trials(out / "trials.csv", [{**fixed, **r.flat()} for r in sorted(rows, key=lambda r: r.fid)])
-    write_json(out / "best.json", {
-        **best.point, "searched": searched, "fid": best.fid, "epochs": best.epochs,
-        "checkpoint": _portable(best.checkpoint), "trial_id": best.trial_id, "trial_run_id": best.run_id,
-        "features": fid_ref.features, "fid_samples": cfg.train.fid_samples,
-        "trials": len(rows), "failed": sum(r.status == "failed" for r in rows),
-        "stopped": sum(r.status == "stopped" for r in rows), "mlflow_run_id": parent})
+    TuneChoice(
+        searched=searched, point=best.point, checkpoint=_portable(best.checkpoint),
+        trial_epochs=best.epochs, fid=best.fid, features=fid_ref.features,
+        fid_samples=cfg.train.fid_samples, trial_id=best.trial_id, trial_run_id=best.run_id,
+        mlflow_run_id=parent, trials=len(rows), failed=sum(r.status == "failed" for r in rows),
+        stopped=sum(r.status == "stopped" for r in rows)).write(out / "best.json")
     # complete only now that its outputs exist: a stage killed before this restores the search
     record.release(mlflow_run_id=parent, complete=True)
     chosen = " ".join(f"{k}={v:.2e}" if isinstance(v, float) else f"{k}={v}"

@@ -229,7 +229,7 @@ def test_a_batch_larger_than_the_training_set_is_refused_before_work(tmp_path, s
     (tmp_path / "outputs" / "prepare" / "metrics.json").write_text('{"stats_samples": 1437}')
     (tmp_path / "outputs" / "tune").mkdir()
     (tmp_path / "outputs" / "tune" / "best.json").write_text(
-        '{"depth": 2, "lr_g": 0.0002, "lr_d": 0.0002}')
+        '{"searched": ["depth", "lr_g", "lr_d"], "point": {"depth": 2, "lr_g": 0.0002, "lr_d": 0.0002}}')
     e = {k: v for k, v in os.environ.items() if k != "RESGAN_VERBOSE"}
     out = subprocess.run([sys.executable, str(repo / "pipeline" / f"{script}.py")], cwd=tmp_path,
                          env=e, capture_output=True, text=True, timeout=300)

@@ -206,16 +206,16 @@ with warnings.catch_warnings():
                 sections.setdefault(SEARCHABLE[key], {})[key] = value
             return replace(self, **sections) if sections else self
 
-        def with_tuned(self, best: dict[str, Any], source: str = "outputs/tune/best.json",
+        def with_tuned(self, point: dict[str, Any], source: str = "outputs/tune/best.json",
                        keys: list[str] | None = None) -> "Config":
-            """This config with tune's chosen values (``best``: the tune stage's best.json)
-            for ``keys`` (default: every key set to "tune"); a ConfigError when one of them
-            has none there."""
+            """This config with tune's chosen values (``point``: the point of the tune
+            stage's choice, read from ``source``) for ``keys`` (default: every key set to
+            "tune"); a ConfigError when one of them has none there."""
             keys = self.searched() if keys is None else keys
-            if missing := [k for k in keys if k not in best]:
+            if missing := [k for k in keys if k not in point]:
                 raise ConfigError(f"{source} has no value for {', '.join(missing)}: run the "
                                   f"tune stage again (dvc repro tune)")
-            return self.with_point({k: best[k] for k in keys})
+            return self.with_point({k: point[k] for k in keys})
 
         def require_fixed(self, what: str) -> "Config":
             """This config, or a ConfigError naming the keys still set to "tune"."""

@@ -65,17 +65,22 @@ def share_line(cores: int, threads: int, *, shared: bool) -> str:
     return (_SHARED if shared else _ALONE).format(cores=cores, threads=threads)
 
 
+def _pattern(template: str) -> re.Pattern[str]:
+    """A regex of ``template``'s lines, anywhere in a line (Ray prefixes its workers' lines);
+    the thread count captured."""
+    text = re.escape(template).replace(re.escape("{cores}"), r"\d+")
+    return re.compile(text.replace(re.escape("{threads}"), r"(\d+)") + r"\s*$")
+
+
+_SHARE_PATTERNS = ((_pattern(_SHARED), True), (_pattern(_ALONE), False))
+
+
 def parse_share_line(line: str) -> tuple[int, bool] | None:
     """(threads, shared) of a line ``share_line`` wrote (anywhere in ``line``: Ray prefixes
     its workers' lines), or None for any other line."""
-    for template, shared in ((_SHARED, True), (_ALONE, False)):
-        head, _, tail = template.partition("{threads}")
-        head = head.split("{cores}")[-1]  # the part after the core count
-        start = line.find(head)
-        if start >= 0 and line.rstrip().endswith(tail):
-            value = line[start + len(head):len(line.rstrip()) - len(tail)]
-            if value.isdigit():
-                return int(value), shared
+    for pattern, shared in _SHARE_PATTERNS:
+        if m := pattern.search(line):
+            return int(m.group(1)), shared
     return None
 
 

@@ -102,8 +102,6 @@ def eval_extractor(prepared: str | Path, e: EvalConfig, name: str | None = None)
 def write_json(path: str | Path, data: dict[str, Any], first: tuple[str, ...] = ()) -> None:
     """``data`` as JSON, its keys sorted except ``first``, which lead in that order (DVC
     shows a metrics file's keys as columns in the file's order)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ordered = {k: data[k] for k in first if k in data} | {k: data[k] for k in sorted(data) if k not in first}
     atomic_write(path, json.dumps(ordered, indent=2) + "\n")  # readers never see half a file
 

@@ -389,28 +389,27 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
                     epochs=epochs, workers=workers, cpus=share, direct=direct,
                     tags=tracking.provenance_tags(),
                     export_dir=str(Path(export_dir).resolve()) if export_dir else None)
-    tuner = _tuner(cfg, param_space, job=job, num_samples=num_samples, scheduler=scheduler,
-                   concurrent=concurrent, seed=seed, name=name, restore=restore,
-                   reuse_actors=reuse_actors, resources=trial_resources(
-                       workers if direct else 0, use_gpu, share))
+    resources = trial_resources(workers if direct else 0, use_gpu, share)
+
+    def search(experiment: str, restore: bool):
+        grid = _tuner(cfg, param_space, job=dataclasses.replace(job, name=experiment),
+                      num_samples=num_samples, scheduler=scheduler, concurrent=concurrent,
+                      seed=seed, restore=restore, reuse_actors=reuse_actors,
+                      resources=resources).fit()
+        raise_wait_error(grid)
+        return grid
+
     # Tune's own SIGINT handler ends the experiment "gracefully" and returns the trials so
     # far: an interrupted stage (Ctrl-C, `dvc queue kill`) would then write a best.json from
     # a partial search. Without it the interrupt fails the stage; the next run restores it.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    grid = tuner.fit()
-    raise_wait_error(grid)
+    grid = search(name, restore)
     if restore and any(not set(param_space) <= set(res.config or {}) for res in grid):
         # Tune's saved state can lose a pending trial's configuration when the stage is
         # killed at the wrong moment: that trial cannot train. Search again, from the start.
         print(f"tune: the interrupted search {name} lost a trial's configuration when it was "
               f"killed; searching again from the start as {name}-again", flush=True)
-        tuner = _tuner(cfg, param_space, job=dataclasses.replace(job, name=f"{name}-again"),
-                       num_samples=num_samples, scheduler=scheduler, concurrent=concurrent,
-                       seed=seed, name=f"{name}-again", restore=False,
-                       reuse_actors=reuse_actors, resources=trial_resources(
-                           workers if direct else 0, use_gpu, share))
-        grid = tuner.fit()
-        raise_wait_error(grid)
+        grid = search(f"{name}-again", restore=False)
     rows = _rows(grid, epochs)
     runs = _close_trial_runs(cfg.tracking.experiment, parent_run_id, rows)
     for r in rows:
@@ -419,9 +418,11 @@ def run_trials(cfg: Config, param_space: dict[str, Any], *, num_samples: int, ep
 
 
 def _tuner(cfg: Config, param_space: dict[str, Any], *, job: SearchJob, num_samples: int,
-           scheduler: Any, concurrent: int, seed: int, name: str, restore: bool,
+           scheduler: Any, concurrent: int, seed: int, restore: bool,
            reuse_actors: bool, resources: dict[str, float]) -> tune.Tuner:
-    """The Tuner of one search (see ``run_trials``), or the restored one of ``name``."""
+    """The Tuner of one search (see ``run_trials``), named ``job.name``, or the restored one
+    of that name."""
+    name = job.name
     grid_points = math.prod(len(v["grid_search"]) for v in param_space.values()
                             if isinstance(v, dict) and "grid_search" in v)
     trainable = tune.with_resources(

@@ -5,16 +5,24 @@ trial that trains in its own process all run it through ``run_job``. The job hol
 values only, with absolute paths, so it crosses Ray's process boundary as a dict
 (``to_dict`` / ``from_dict``) and means the same on every node. Ray-free: the caller hands
 over Ray's checkpoint of the run and its report function.
+
+``TuneChoice`` is what one stage hands the next on disk: the tune stage's ``best.json``,
+written and read only through this type. The train stage builds its job from params.yaml
+with the choice's point, continuing the choice's checkpoint (``TrainingJob.from_checkpoint``).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from resgan.config import Config, load_config
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from resgan.config import SEARCHABLE, Config, ConfigError, load_config
 from resgan.metrics.scoring import FidRef
+from resgan.runtime.files import atomic_write
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,80 @@ class TrainingJob:
     def from_dict(cls, data: dict[str, Any]) -> "TrainingJob":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class TuneChoice(BaseModel):
+    """The tune stage's choice, as ``best.json``: the point the search picked and the trial
+    that trained it, which the train stage continues.
+
+    Attributes:
+        searched: the keys params.yaml sets to "tune" ([]: nothing was searched; the other
+            fields are then empty).
+        point: the chosen value of each searched key (keys of ``config.SEARCHABLE``).
+        checkpoint: the chosen trial's checkpoint, relative to the workspace (best.json is
+            committed to git: no machine's absolute path in it) or a URI.
+        trial_epochs: the epochs that trial trained; the train stage goes on from there.
+        fid: the trial's monitoring FID after them (``features``, ``fid_samples`` samples).
+        trial_id, trial_run_id: the trial and its MLflow run (its history is copied into
+            the train run).
+        mlflow_run_id: the search's MLflow run.
+        trials, failed, stopped: how many trials ran, failed, and were stopped by ASHA.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    searched: list[str]
+    point: dict[str, Any] = {}
+    checkpoint: str | None = None
+    trial_epochs: int = 0
+    fid: float | None = None
+    features: str | None = None
+    fid_samples: int | None = None
+    trial_id: str | None = None
+    trial_run_id: str | None = None
+    mlflow_run_id: str | None = None
+    trials: int = 0
+    failed: int = 0
+    stopped: int = 0
+
+    def write(self, path: str | Path) -> None:
+        atomic_write(path, self.model_dump_json(indent=2) + "\n")  # readers never see half
+
+    @classmethod
+    def read(cls, path: str | Path) -> "TuneChoice":
+        """best.json at ``path``, or a ConfigError in one line (missing, unreadable, or not
+        written by this version's tune stage)."""
+        redo = "run the tune stage again (dvc repro tune)"
+        try:
+            choice = cls.model_validate(json.loads(Path(path).read_text()))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read tune's choice ({exc.strerror}): {redo}") from None
+        except (ValueError, ValidationError) as exc:
+            first = exc.errors()[0] if isinstance(exc, ValidationError) else None
+            where = ".".join(map(str, first["loc"])) if first else ""
+            what = (f"{where}: " if where else "") + first["msg"] if first else "not JSON"
+            raise ConfigError(f"{path} is not a tune choice of this version ({what}): {redo}") from None
+        if unknown := sorted(set(choice.point) - set(SEARCHABLE)):
+            raise ConfigError(f"{path}: point has keys that cannot be searched ({', '.join(unknown)}); "
+                              f"allowed: {', '.join(SEARCHABLE)}: {redo}")
+        return choice
+
+    def start(self, workspace: str | Path = ".") -> str | None:
+        """The checkpoint the train job continues (``TrainingJob.from_checkpoint``): absolute,
+        since Ray Train's workers run in other folders; a URI as it is; None when nothing was
+        searched or the folder is gone (e.g. ray.storage_path cleaned)."""
+        if not self.checkpoint or "://" in self.checkpoint:
+            return self.checkpoint
+        path = Path(workspace, self.checkpoint).resolve()
+        return str(path) if path.exists() else None
+
+
+def with_choice(cfg: Config, path: str | Path = "outputs/tune/best.json",
+                keys: list[str] | None = None) -> Config:
+    """``cfg`` with tune's chosen values (the choice at ``path``) for ``keys`` (default:
+    every key set to "tune"); ``cfg`` itself when there are none (best.json is not read)."""
+    keys = cfg.searched() if keys is None else keys
+    return cfg.with_tuned(TuneChoice.read(path).point, str(path), keys) if keys else cfg
 
 
 def run_job(job: TrainingJob, *, report: Callable[[dict[str, float], dict | None], None],
