@@ -78,7 +78,7 @@ def main() -> str:
     fixed = {k: getattr(getattr(cfg, section), k) for k, section in SEARCHABLE.items()}
     write_trials(out / "trials.csv", [{**fixed, **r.flat()} for r in sorted(rows, key=lambda r: r.fid)])
     TuneChoice(
-        searched=searched, point=best.point, checkpoint=_portable(best.checkpoint),
+        searched=searched, point=best.point, checkpoint=TuneChoice.portable(best.checkpoint),
         trial_epochs=best.epochs, fid=best.fid, features=fid_ref.features,
         fid_samples=cfg.train.fid_samples, trial_id=best.trial_id, trial_run_id=best.run_id,
         mlflow_run_id=parent, trials=len(rows), failed=sum(r.status == "failed" for r in rows),
@@ -89,17 +89,6 @@ def main() -> str:
                       for k, v in best.point.items())
     return (f"{len(rows)} trials ({sum(r.status == 'stopped' for r in rows)} stopped by ASHA); "
             f"best {chosen} fid={best.fid:.3f} after {best.epochs} epochs")
-
-
-def _portable(path: str | None) -> str | None:
-    """A checkpoint inside the workspace relative to it (best.json is committed to git: no
-    machine's absolute path in it); a URI or a path elsewhere as it is."""
-    if not path or "://" in path:
-        return path
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return path
 
 
 def write_trials(path: Path, rows: list[dict]) -> None:

@@ -85,6 +85,8 @@ def test_start_is_the_checkpoint_to_continue(tmp_path):
     assert c.start(tmp_path) is None  # gone (ray.storage_path cleaned)
     (tmp_path / CHOICE["checkpoint"]).mkdir(parents=True)
     assert c.start(tmp_path) == str((tmp_path / CHOICE["checkpoint"]).resolve())
+    assert TuneChoice.portable(str(tmp_path / CHOICE["checkpoint"]), tmp_path) == CHOICE["checkpoint"]
+    assert TuneChoice.portable("/elsewhere/ckpt", tmp_path) == "/elsewhere/ckpt"
     uri = TuneChoice(**{**CHOICE, "checkpoint": "s3://bucket/tune/checkpoint_000002"})
     assert uri.start(tmp_path) == "s3://bucket/tune/checkpoint_000002"
 

@@ -132,6 +132,17 @@ class TuneChoice(BaseModel):
                               f"allowed: {', '.join(SEARCHABLE)}: {redo}")
         return choice
 
+    @staticmethod
+    def portable(path: str | None, workspace: str | Path = ".") -> str | None:
+        """A checkpoint inside the workspace relative to it (what ``checkpoint`` holds; the
+        inverse of ``start``); a URI or a path elsewhere as it is."""
+        if not path or "://" in path:
+            return path
+        try:
+            return str(Path(path).resolve().relative_to(Path(workspace).resolve()))
+        except ValueError:
+            return path
+
     def start(self, workspace: str | Path = ".") -> str | None:
         """The checkpoint the train job continues (``TrainingJob.from_checkpoint``): absolute,
         since Ray Train's workers run in other folders; a URI as it is; None when nothing was
